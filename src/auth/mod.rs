@@ -1,0 +1,7 @@
+//! Authentication mechanics: password hashing, server keys, opaque tokens and codes, and
+//! the session extractor.
+
+pub mod keys;
+pub mod password;
+pub mod session;
+pub mod token;

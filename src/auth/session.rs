@@ -1,0 +1,134 @@
+//! Sessions: opaque bearer tokens whose SHA-256 is stored server-side.
+//!
+//! Why not JWTs: a session must die the moment the user logs out, is disabled or resets
+//! their password. A signed stateless token stays valid until it expires unless every
+//! check consults a revocation list — which is a session table with extra steps. A lookup
+//! by a unique indexed hash is cheap, and revocation is a DELETE.
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::request::Parts;
+use axum::http::HeaderValue;
+
+use crate::auth::token::{looks_like_token, token_hash};
+use crate::error::ApiError;
+use crate::state::{now, AppState};
+use crate::store::User;
+
+pub const SESSION_COOKIE: &str = "session";
+pub const RESET_COOKIE: &str = "reset_token";
+
+/// How stale `last_seen_at` may get before a request refreshes it.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+/// A request made with a live session. Rejects with 401 otherwise.
+pub struct AuthSession {
+    pub user: User,
+    pub token_hash: String,
+}
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        const NO_SESSION: ApiError = ApiError::Unauthorized("Not logged in, or the session has expired");
+        let token = presented_token(parts).ok_or(NO_SESSION)?;
+        let hash = token_hash(&token);
+        let now = now();
+        let idle = state.settings.sessions.session_idle_timeout.as_secs() as i64;
+        let user = state
+            .store
+            .session_user(&hash, now, now - idle, now - TOUCH_EVERY_SECS)
+            .await?
+            .ok_or(NO_SESSION)?;
+        Ok(AuthSession {
+            user,
+            token_hash: hash,
+        })
+    }
+}
+
+/// The session token from `Authorization: Bearer …`, else from the `session` cookie;
+/// anything not shaped like one of our tokens is ignored.
+pub fn presented_token(parts: &Parts) -> Option<String> {
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
+        });
+    bearer
+        .or_else(|| cookie(&parts.headers, SESSION_COOKIE))
+        .filter(|t| looks_like_token(t))
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure unless turned off for
+/// local HTTP. A zero `max_age` clears the cookie.
+pub fn set_cookie(name: &str, value: &str, path: &str, max_age: Duration, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{name}={value}; Path={path}{secure}; HttpOnly; SameSite=Strict; Max-Age={}",
+        max_age.as_secs()
+    );
+    // Tokens are base64url, names and paths are ours: always a valid header value.
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut b = Request::builder();
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn bearer_wins_over_cookie_and_junk_is_ignored() {
+        let t1 = crate::auth::token::new_token();
+        let t2 = crate::auth::token::new_token();
+        let p = parts(&[
+            ("authorization", &format!("Bearer {t1}")),
+            ("cookie", &format!("a=b; session={t2}")),
+        ]);
+        assert_eq!(presented_token(&p), Some(t1));
+        let p = parts(&[("cookie", &format!("a=b; session={t2}"))]);
+        assert_eq!(presented_token(&p), Some(t2));
+        let p = parts(&[("cookie", "session=' OR 1=1 --")]);
+        assert_eq!(presented_token(&p), None);
+    }
+
+    #[test]
+    fn cookies_carry_the_flags() {
+        let c = set_cookie("session", "abc", "/", Duration::from_secs(60), true);
+        assert_eq!(
+            c.to_str().unwrap(),
+            "session=abc; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=60"
+        );
+        let c = set_cookie("session", "", "/", Duration::ZERO, false);
+        assert_eq!(
+            c.to_str().unwrap(),
+            "session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+        );
+    }
+}

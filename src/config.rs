@@ -1,0 +1,340 @@
+//! Typed settings, read once at start from the environment (and an optional `.env`),
+//! validated, and passed down as data. Every variable is a clap argument with `env = …`,
+//! so `gatehouse serve --help` lists each one with its default and nothing in a request
+//! path ever reads the environment.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+fn secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.to_owned()))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("not a duration like 30s, 10m or 12h: {e}"))
+}
+
+/// Where the data lives. Shared by `serve` and every admin command.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseSettings {
+    /// Storage: sqlite://path (created if missing), postgres://… or mysql://…
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://gatehouse.db")]
+    pub database_url: String,
+
+    /// Most connections in the pool (SQLite: the reader pool; writes go through one connection).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// How long a request may wait for a database connection before answering 503.
+    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub database_timeout: Duration,
+}
+
+/// Everything `gatehouse serve` needs.
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// Address and port to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    /// Server secret for keyed hashes of codes and for encrypting queued messages (at least
+    /// 32 characters). Generated and stored in the database on first start when unset;
+    /// every instance sharing a database must use the same one.
+    #[arg(long, env = "SECRET_KEY", value_parser = secret, hide_env_values = true)]
+    pub secret_key: Option<SecretString>,
+
+    /// Mark cookies `Secure` (sent over HTTPS only). Turn off only for local HTTP testing.
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    #[command(flatten)]
+    pub hashing: HashSettings,
+
+    #[command(flatten)]
+    pub sessions: SessionSettings,
+
+    #[command(flatten)]
+    pub recovery: RecoverySettings,
+
+    #[command(flatten)]
+    pub email: EmailSettings,
+
+    #[command(flatten)]
+    pub sms: SmsSettings,
+
+    #[command(flatten)]
+    pub outbox: OutboxSettings,
+
+    #[command(flatten)]
+    pub limits: LimitSettings,
+
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Longest time a request may take before the server answers 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "15s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// On SIGTERM/ctrl-c, how long in-flight requests get to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// argon2id parameters. Defaults are OWASP's (m = 19 MiB, t = 2, p = 1).
+#[derive(Args, Debug, Clone)]
+pub struct HashSettings {
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations (time cost).
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes (parallelism).
+    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+
+    /// Most password hashes computed at once; 0 means one per CPU core.
+    #[arg(long, env = "HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SessionSettings {
+    /// A session unused for this long expires.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = duration)]
+    pub session_idle_timeout: Duration,
+
+    /// A session expires this long after login, however active.
+    #[arg(long, env = "SESSION_ABSOLUTE_TIMEOUT", default_value = "12h", value_parser = duration)]
+    pub session_absolute_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecoverySettings {
+    /// How long a one-time code stays valid.
+    #[arg(long, env = "OTP_TTL", default_value = "10m", value_parser = duration)]
+    pub otp_ttl: Duration,
+
+    /// Wrong guesses after which a code is dead.
+    #[arg(long, env = "OTP_MAX_ATTEMPTS", default_value_t = 5)]
+    pub otp_max_attempts: u32,
+
+    /// How long the reset token issued by /validate-otp stays valid.
+    #[arg(long, env = "RESET_TOKEN_TTL", default_value = "15m", value_parser = duration)]
+    pub reset_token_ttl: Duration,
+}
+
+/// Email delivery. `SMTP_URL` wins; otherwise `EMAIL_USER`/`EMAIL_PASS` mean Gmail with
+/// STARTTLS on 587 (the seed's settings); with neither, codes are printed to the log.
+#[derive(Args, Debug, Clone)]
+pub struct EmailSettings {
+    /// Any SMTP server, e.g. smtp://user:pass@host:587?tls=required or smtp://127.0.0.1:2525.
+    #[arg(long, env = "SMTP_URL", value_parser = secret, hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// Gmail account used when SMTP_URL is unset (the seed's setting).
+    #[arg(long, env = "EMAIL_USER")]
+    pub email_user: Option<String>,
+
+    /// Password (app password) for EMAIL_USER.
+    #[arg(long, env = "EMAIL_PASS", value_parser = secret, hide_env_values = true)]
+    pub email_pass: Option<SecretString>,
+
+    /// Sender address; defaults to EMAIL_USER, else gatehouse@localhost.
+    #[arg(long, env = "EMAIL_FROM")]
+    pub email_from: Option<String>,
+}
+
+/// SMS delivery through Twilio's Messages API; with no TWILIO_SID, codes are printed.
+#[derive(Args, Debug, Clone)]
+pub struct SmsSettings {
+    /// Twilio account SID.
+    #[arg(long, env = "TWILIO_SID")]
+    pub twilio_sid: Option<String>,
+
+    /// Twilio auth token.
+    #[arg(long, env = "TWILIO_TOKEN", value_parser = secret, hide_env_values = true)]
+    pub twilio_token: Option<SecretString>,
+
+    /// The Twilio number messages are sent from.
+    #[arg(long, env = "TWILIO_PHONE")]
+    pub twilio_phone: Option<String>,
+
+    /// Twilio REST base URL (point it at a local endpoint for tests).
+    #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com")]
+    pub twilio_api_base: Url,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OutboxSettings {
+    /// Delivery attempts before a message is marked failed.
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 8)]
+    pub outbox_max_attempts: u32,
+
+    /// First retry delay; each further retry doubles it (capped at 10 minutes).
+    #[arg(long, env = "OUTBOX_RETRY_BASE", default_value = "2s", value_parser = duration)]
+    pub outbox_retry_base: Duration,
+
+    /// How often the delivery worker looks for due messages when idle.
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub outbox_poll_interval: Duration,
+
+    /// Longest one delivery attempt may take (SMTP or Twilio).
+    #[arg(long, env = "NOTIFY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub notify_timeout: Duration,
+}
+
+/// Rate limits, each written `COUNT/PERIOD` (e.g. `3/1m`, `10/1h`).
+#[derive(Args, Debug, Clone)]
+pub struct LimitSettings {
+    /// /forgot-password per account (the seed's 3 per minute).
+    #[arg(long, env = "RATE_FORGOT_PER_ACCOUNT", default_value = "3/1m")]
+    pub forgot_per_account: Rule,
+
+    /// /forgot-password per client IP.
+    #[arg(long, env = "RATE_FORGOT_PER_IP", default_value = "10/1m")]
+    pub forgot_per_ip: Rule,
+
+    /// Codes issued per account (silently not issued past it, so it reveals nothing).
+    #[arg(long, env = "RATE_CODES_PER_ACCOUNT", default_value = "10/1h")]
+    pub codes_per_account: Rule,
+
+    /// /validate-otp per account.
+    #[arg(long, env = "RATE_VALIDATE_PER_ACCOUNT", default_value = "10/1m")]
+    pub validate_per_account: Rule,
+
+    /// /validate-otp per client IP.
+    #[arg(long, env = "RATE_VALIDATE_PER_IP", default_value = "30/1m")]
+    pub validate_per_ip: Rule,
+
+    /// Login attempts per account in a burst; a successful login clears it.
+    #[arg(long, env = "RATE_LOGIN_PER_ACCOUNT", default_value = "5/1m")]
+    pub login_per_account: Rule,
+
+    /// Login attempts per account over the long run; a successful login clears it.
+    #[arg(long, env = "RATE_LOGIN_PER_ACCOUNT_LONG", default_value = "20/1h")]
+    pub login_per_account_long: Rule,
+
+    /// /login per client IP.
+    #[arg(long, env = "RATE_LOGIN_PER_IP", default_value = "60/1m")]
+    pub login_per_ip: Rule,
+
+    /// /register per client IP.
+    #[arg(long, env = "RATE_REGISTER_PER_IP", default_value = "20/1h")]
+    pub register_per_ip: Rule,
+
+    /// /reset-password per client IP.
+    #[arg(long, env = "RATE_RESET_PER_IP", default_value = "20/1m")]
+    pub reset_per_ip: Rule,
+}
+
+/// A rate-limit rule: at most `count` events per `period`, spread evenly (GCRA), with a
+/// burst of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl FromStr for Rule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (count, period) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not COUNT/PERIOD, e.g. 3/1m"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{count}` is not a whole number"))?;
+        let period = duration(period.trim())?;
+        if count == 0 || period.is_zero() {
+            return Err("count and period must both be above zero".into());
+        }
+        Ok(Rule { count, period })
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.count,
+            humantime::format_duration(self.period)
+        )
+    }
+}
+
+impl Settings {
+    /// Checks what clap's types cannot: relations between settings and secret strength.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(key) = &self.secret_key {
+            if key.expose_secret().len() < 32 {
+                return Err("SECRET_KEY must be at least 32 characters".into());
+            }
+        }
+        let h = &self.hashing;
+        argon2::Params::new(
+            h.argon2_memory_kib,
+            h.argon2_iterations,
+            h.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| format!("ARGON2_* parameters are invalid: {e}"))?;
+        if self.sessions.session_idle_timeout > self.sessions.session_absolute_timeout {
+            return Err("SESSION_IDLE_TIMEOUT must not exceed SESSION_ABSOLUTE_TIMEOUT".into());
+        }
+        if self.recovery.otp_max_attempts == 0 {
+            return Err("OTP_MAX_ATTEMPTS must be at least 1".into());
+        }
+        let sms = &self.sms;
+        let twilio_set = [
+            sms.twilio_sid.is_some(),
+            sms.twilio_token.is_some(),
+            sms.twilio_phone.is_some(),
+        ];
+        if twilio_set.iter().any(|b| *b) && !twilio_set.iter().all(|b| *b) {
+            return Err("TWILIO_SID, TWILIO_TOKEN and TWILIO_PHONE must be set together".into());
+        }
+        if self.email.email_user.is_some() != self.email.email_pass.is_some()
+            && self.email.smtp_url.is_none()
+        {
+            return Err("EMAIL_USER and EMAIL_PASS must be set together".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_count_and_period() {
+        let r: Rule = "3/1m".parse().unwrap();
+        assert_eq!(r.count, 3);
+        assert_eq!(r.period, Duration::from_secs(60));
+        assert!("0/1m".parse::<Rule>().is_err());
+        assert!("3".parse::<Rule>().is_err());
+        assert!("x/1m".parse::<Rule>().is_err());
+        assert!("3/forever".parse::<Rule>().is_err());
+    }
+}

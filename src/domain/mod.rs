@@ -1,0 +1,51 @@
+//! Domain values parsed at the edge: a handler turns request strings into these on its
+//! first line, and nothing deeper takes a raw `String` for a username, email, phone,
+//! password, identifier or code.
+
+mod email;
+mod identifier;
+mod otp;
+mod password;
+mod phone;
+mod username;
+
+pub use email::Email;
+pub use identifier::Identifier;
+pub use otp::OtpCode;
+pub use password::{NewPassword, Password};
+pub use phone::Phone;
+pub use username::Username;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Why a field was refused: which field, and a reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ParseError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl ParseError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ParseError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// NFKC then lower case: the form in which uniqueness is decided, so that `Admin`,
+/// `ADMIN` and the full-width `ａｄｍｉｎ` are one name.
+pub(crate) fn fold(s: &str) -> String {
+    s.nfkc().collect::<String>().to_lowercase()
+}
+
+/// Refuses control characters (NUL, newlines, …) that have no place in any of our fields
+/// and are the raw material of header and log injection.
+pub(crate) fn reject_controls(field: &'static str, s: &str) -> Result<(), ParseError> {
+    if s.chars().any(char::is_control) {
+        return Err(ParseError::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}

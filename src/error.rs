@@ -1,0 +1,158 @@
+//! `ApiError`, the one error type handlers return, and its single mapping to an HTTP
+//! status and a `{"error": "…"}` body. Nothing else in the crate decides a status code.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not well-formed JSON, or a field is missing or of the wrong type.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 415: the body is not declared as JSON.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// 413: the body is over the limit.
+    #[error("Request body is too large (limit {0} bytes)")]
+    PayloadTooLarge(usize),
+    /// 422: a field is present but fails validation; the message names it and says why.
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// 422: the JSON is well-formed but a field has the wrong type; the message names it.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 401 on /login: unknown identifier, wrong password or disabled account alike.
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    /// 401: no live session, or no valid reset token; the message says which.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 400 on /validate-otp: wrong, expired, used or dead code alike.
+    #[error("Invalid or expired OTP")]
+    InvalidOtp,
+    /// 409 on /register.
+    #[error("User already exists")]
+    UserExists,
+    /// 404: no such route.
+    #[error("Not found")]
+    NotFound,
+    /// 405: the route exists with another method.
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    /// 429 with `Retry-After`.
+    #[error("Too many requests; try again in {} seconds", retry_secs(*.0))]
+    RateLimited(Duration),
+    /// 503 with `Retry-After`: the database (or another dependency) is unreachable or slow.
+    #[error("Service temporarily unavailable")]
+    Unavailable,
+    /// 500: anything else. The cause is logged; the body stays generic.
+    #[error("Internal server error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Internal(Box::new(e))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidOtp => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid { .. } | ApiError::Unprocessable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::InvalidCredentials | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::UserExists => StatusCode::CONFLICT,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, source = ?cause.source(), "internal error");
+            }
+            ApiError::Unavailable => tracing::warn!("dependency unavailable, answering 503"),
+            _ => {}
+        }
+        let retry_after = match &self {
+            ApiError::RateLimited(d) => Some(retry_secs(*d).max(1)),
+            ApiError::Unavailable => Some(2),
+            _ => None,
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Storage failures become API errors here and nowhere else.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => ApiError::UserExists,
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// A domain value that failed to parse is a 422 naming the field.
+impl From<crate::domain::ParseError> for ApiError {
+    fn from(e: crate::domain::ParseError) -> Self {
+        ApiError::Invalid {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Gatehouse: an authentication server. Accounts, server-side sessions, and password
+//! recovery by one-time code over email or SMS — a secure, API-compatible replacement for
+//! the seed's Python server.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod limit;
+pub mod notify;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,93 @@
+//! `POST /login`: check a password and open a session.
+//!
+//! Unknown identifier, wrong password and disabled account give the same 401 after the
+//! same work (one hash, against a dummy when there is no user), so neither the answer nor
+//! its timing tells which accounts exist.
+
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::response::{AppendHeaders, IntoResponse};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::{limit, MessageBody};
+use crate::auth::session::{set_cookie, SESSION_COOKIE};
+use crate::auth::token::{new_token, token_hash};
+use crate::domain::{Identifier, Password};
+use crate::error::{ApiError, Result};
+use crate::extract::{ApiJson, ClientIp};
+use crate::state::{now, AppState};
+use crate::store::NewSession;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/login", post(login))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    identifier: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<impl IntoResponse> {
+    let identifier = Identifier::parse(&req.identifier)?;
+    let password = Password::parse("password", req.password)?;
+    let limits = &state.settings.limits;
+    let account = identifier.key();
+    limit(&state, &limits.login_per_ip, "login:ip", &ip.to_string()).await?;
+    limit(&state, &limits.login_per_account, "login:account", account).await?;
+    limit(&state, &limits.login_per_account_long, "login:account-long", account).await?;
+
+    let user = state
+        .store
+        .find_user(&identifier)
+        .await?
+        .filter(|u| u.disabled_at.is_none());
+    let verdict = state
+        .hasher
+        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(user) = user.filter(|_| verdict.ok) else {
+        tracing::info!("login failed");
+        return Err(ApiError::InvalidCredentials);
+    };
+    state.limiter.reset(&format!("login:account:{account}")).await;
+    state.limiter.reset(&format!("login:account-long:{account}")).await;
+
+    let now = now();
+    if verdict.needs_rehash {
+        let new_hash = state.hasher.hash(&password).await.map_err(ApiError::internal)?;
+        // Conditional on the old hash: never undo a reset that raced with this login.
+        state
+            .store
+            .replace_password_hash(user.id, &user.password_hash, &new_hash, now)
+            .await?;
+        tracing::info!(user_id = user.id, "password rehashed to current argon2id parameters");
+    }
+
+    let token = new_token();
+    let lifetime = state.settings.sessions.session_absolute_timeout;
+    state
+        .store
+        .create_session(&NewSession {
+            user_id: user.id,
+            token_hash: &token_hash(&token),
+            now,
+            expires_at: now + lifetime.as_secs() as i64,
+        })
+        .await?;
+    tracing::info!(user_id = user.id, "login succeeded");
+    let cookie = set_cookie(SESSION_COOKIE, &token, "/", lifetime, state.settings.cookie_secure);
+    Ok((
+        AppendHeaders([(SET_COOKIE, cookie)]),
+        Json(MessageBody {
+            message: "Login successful",
+        }),
+    ))
+}

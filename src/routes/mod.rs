@@ -1,0 +1,41 @@
+//! The HTTP API: one module per feature, each exposing `router()`, merged here with the
+//! JSON 404/405 fallbacks.
+
+mod health;
+mod login;
+mod recovery;
+mod register;
+mod session;
+
+use axum::Router;
+use serde::Serialize;
+
+use crate::config::Rule;
+use crate::error::{ApiError, Result};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(register::router())
+        .merge(login::router())
+        .merge(session::router())
+        .merge(recovery::router())
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
+/// The seed's success body: `{"message": "…"}`.
+#[derive(Serialize)]
+pub struct MessageBody {
+    pub message: &'static str,
+}
+
+/// Counts one event against a named limit; 429 with `Retry-After` when over.
+pub(crate) async fn limit(state: &AppState, rule: &Rule, name: &str, key: &str) -> Result<()> {
+    state
+        .limiter
+        .check(rule, &format!("{name}:{key}"))
+        .await
+        .map_err(ApiError::RateLimited)
+}

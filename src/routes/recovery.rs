@@ -1,0 +1,283 @@
+//! Password recovery, the seed's three steps done safely:
+//! `POST /forgot-password` queues a one-time code, `POST /validate-otp` trades a right
+//! code for a single-use reset token, `POST /reset-password` needs that token.
+//!
+//! `/forgot-password` answers the same whether or not the account exists; the code goes
+//! out through the outbox, never inline. Codes are stored only as keyed hashes, each
+//! guess first takes one of the code's few tries (an atomic conditional UPDATE) and only
+//! then is compared, and a right code is redeemed exactly once.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::http::HeaderMap;
+use axum::response::{AppendHeaders, IntoResponse};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{limit, MessageBody};
+use crate::auth::session::{cookie, set_cookie, RESET_COOKIE};
+use crate::auth::token::{looks_like_token, new_code, new_token, token_hash};
+use crate::domain::{Identifier, NewPassword, OtpCode, ParseError, Username, Email};
+use crate::error::{ApiError, Result};
+use crate::extract::{ApiJson, ClientIp};
+use crate::notify::{Channel, Message};
+use crate::state::{now, AppState};
+use crate::store::{NewCode, NewOutbox, NewResetToken, User};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/forgot-password", post(forgot_password))
+        .route("/validate-otp", post(validate_otp))
+        .route("/reset-password", post(reset_password))
+}
+
+#[derive(Deserialize)]
+struct ForgotRequest {
+    identifier: String,
+    /// "email" or "sms"; by default the identifier's kind decides.
+    channel: Option<String>,
+}
+
+async fn forgot_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<ForgotRequest>,
+) -> Result<Json<MessageBody>> {
+    let identifier = Identifier::parse(&req.identifier)?;
+    let channel = match req.channel.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(c) if c.eq_ignore_ascii_case("email") => Some(Channel::Email),
+        Some(c) if c.eq_ignore_ascii_case("sms") => Some(Channel::Sms),
+        Some(_) => Err(ParseError::new("channel", "must be \"email\" or \"sms\""))?,
+    };
+    let limits = &state.settings.limits;
+    limit(&state, &limits.forgot_per_ip, "forgot:ip", &ip.to_string()).await?;
+    limit(&state, &limits.forgot_per_account, "forgot:account", identifier.key()).await?;
+
+    let user = state.store.find_user(&identifier).await?;
+    if let Some(user) = user.filter(|u| u.disabled_at.is_none()) {
+        // The hourly cap on codes is per user and silent: a 429 here would reveal that
+        // the account exists.
+        let capped = state
+            .limiter
+            .check(&limits.codes_per_account, &format!("codes:user:{}", user.id))
+            .await
+            .is_err();
+        if capped {
+            tracing::info!(user_id = user.id, "code not issued: hourly cap reached");
+        } else {
+            issue_code(&state, &user, &identifier, channel).await?;
+        }
+    }
+    Ok(Json(MessageBody {
+        message: "OTP sent successfully",
+    }))
+}
+
+async fn issue_code(
+    state: &AppState,
+    user: &User,
+    identifier: &Identifier,
+    channel: Option<Channel>,
+) -> Result<()> {
+    let wants_sms = channel == Some(Channel::Sms)
+        || (channel.is_none() && matches!(identifier, Identifier::Phone(_)));
+    // A user without a phone asking for SMS still gets the code, by email.
+    let (channel, to) = match (&user.phone, wants_sms) {
+        (Some(phone), true) => (Channel::Sms, phone.clone()),
+        _ => (Channel::Email, user.email.clone()),
+    };
+    let code = new_code();
+    let ttl = state.settings.recovery.otp_ttl;
+    let minutes = ttl.as_secs().div_ceil(60);
+    let message = Message {
+        channel,
+        to,
+        subject: "Your password reset code".into(),
+        body: format!(
+            "Your one-time code is {code}. It expires in {minutes} minutes.\n\n\
+             If you did not ask to reset your password, ignore this message: \
+             your password has not been changed."
+        ),
+    };
+    let now = now();
+    let sealed = seal(state, &message)?;
+    state
+        .store
+        .issue_code(
+            &NewCode {
+                user_id: user.id,
+                code_hash: &state.keys.code_hash(user.id, &code),
+                now,
+                expires_at: now + ttl.as_secs() as i64,
+            },
+            &NewOutbox {
+                channel: channel.as_str(),
+                payload: &sealed,
+                now,
+            },
+        )
+        .await?;
+    state.outbox_wake.notify_one();
+    tracing::info!(user_id = user.id, channel = channel.as_str(), "recovery code issued");
+    Ok(())
+}
+
+fn seal(state: &AppState, message: &Message) -> Result<String> {
+    let json = serde_json::to_vec(message).map_err(ApiError::internal)?;
+    Ok(state.keys.seal(&json))
+}
+
+#[derive(Deserialize)]
+struct ValidateRequest {
+    identifier: String,
+    otp: String,
+}
+
+#[derive(Serialize)]
+struct ValidateResponse {
+    message: &'static str,
+    reset_token: String,
+}
+
+async fn validate_otp(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<ValidateRequest>,
+) -> Result<impl IntoResponse> {
+    let identifier = Identifier::parse(&req.identifier)?;
+    let otp = OtpCode::parse(&req.otp)?;
+    let limits = &state.settings.limits;
+    limit(&state, &limits.validate_per_ip, "validate:ip", &ip.to_string()).await?;
+    limit(&state, &limits.validate_per_account, "validate:account", identifier.key()).await?;
+
+    let now = now();
+    let user = state
+        .store
+        .find_user(&identifier)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(ApiError::InvalidOtp)?;
+    let code = state
+        .store
+        .live_code(user.id, now)
+        .await?
+        .ok_or(ApiError::InvalidOtp)?;
+    let max = state.settings.recovery.otp_max_attempts;
+    if !state.store.claim_attempt(code.id, now, max).await? {
+        return Err(ApiError::InvalidOtp);
+    }
+    if !state.keys.code_matches(user.id, otp.expose(), &code.code_hash) {
+        tracing::info!(user_id = user.id, "wrong recovery code");
+        return Err(ApiError::InvalidOtp);
+    }
+    let token = new_token();
+    let ttl = state.settings.recovery.reset_token_ttl;
+    let redeemed = state
+        .store
+        .redeem_code(
+            code.id,
+            &NewResetToken {
+                user_id: user.id,
+                token_hash: &token_hash(&token),
+                now,
+                expires_at: now + ttl.as_secs() as i64,
+            },
+        )
+        .await?;
+    if !redeemed {
+        return Err(ApiError::InvalidOtp);
+    }
+    tracing::info!(user_id = user.id, "recovery code validated");
+    let cookie = set_cookie(RESET_COOKIE, &token, "/reset-password", ttl, state.settings.cookie_secure);
+    Ok((
+        AppendHeaders([(SET_COOKIE, cookie)]),
+        Json(ValidateResponse {
+            message: "OTP verified. Proceed to reset password.",
+            reset_token: token,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ResetRequest {
+    identifier: String,
+    new_password: String,
+    /// Also accepted from the `reset_token` cookie set by /validate-otp.
+    reset_token: Option<String>,
+}
+
+const NO_TOKEN: ApiError =
+    ApiError::Unauthorized("A reset token is required: validate the OTP first");
+const BAD_TOKEN: ApiError = ApiError::Unauthorized("Invalid or expired reset token");
+
+async fn reset_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<impl IntoResponse> {
+    let identifier = Identifier::parse(&req.identifier)?;
+    let token = req
+        .reset_token
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| cookie(&headers, RESET_COOKIE))
+        .ok_or(NO_TOKEN)?;
+    if !looks_like_token(token.trim()) {
+        return Err(BAD_TOKEN);
+    }
+    let hash = token_hash(token.trim());
+    limit(&state, &state.settings.limits.reset_per_ip, "reset:ip", &ip.to_string()).await?;
+
+    let now = now();
+    let user = state
+        .store
+        .find_user(&identifier)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(BAD_TOKEN)?;
+    if !state.store.reset_token_live(user.id, &hash, now).await? {
+        return Err(BAD_TOKEN);
+    }
+    let username = Username::parse(&user.username).ok();
+    let email = Email::parse(&user.email).ok();
+    let password = NewPassword::parse("new_password", req.new_password, username.as_ref(), email.as_ref())?
+        .into_password();
+    let new_hash = state.hasher.hash(&password).await.map_err(ApiError::internal)?;
+
+    let notice = Message {
+        channel: Channel::Email,
+        to: user.email.clone(),
+        subject: "Your password was changed".into(),
+        body: format!(
+            "The password of your account {} was just reset, and every session was signed out.\n\n\
+             If this was not you, recover your account now and contact support.",
+            user.username
+        ),
+    };
+    let sealed = seal(&state, &notice)?;
+    let outbox = NewOutbox {
+        channel: Channel::Email.as_str(),
+        payload: &sealed,
+        now,
+    };
+    if !state
+        .store
+        .reset_password(user.id, &hash, &new_hash, now, Some(&outbox))
+        .await?
+    {
+        return Err(BAD_TOKEN);
+    }
+    state.outbox_wake.notify_one();
+    tracing::info!(user_id = user.id, "password reset; all sessions revoked");
+    let clear = set_cookie(RESET_COOKIE, "", "/reset-password", Duration::ZERO, state.settings.cookie_secure);
+    Ok((
+        AppendHeaders([(SET_COOKIE, clear)]),
+        Json(MessageBody {
+            message: "Password reset successful",
+        }),
+    ))
+}

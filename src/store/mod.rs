@@ -1,0 +1,235 @@
+//! The `Store` trait: everything Gatehouse persists, behind one interface with an
+//! implementation per database. Rules that must hold under concurrency (unique names,
+//! attempt limits, single use) are enforced by the database itself — unique indexes and
+//! conditional updates — never by check-then-act in Rust.
+//!
+//! Times are Unix seconds (`i64`) everywhere, so every backend stores and compares them
+//! the same way.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{Email, Identifier, Phone, Username};
+
+pub type UserId = i64;
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the write (the user already exists).
+    #[error("unique constraint violated")]
+    Conflict,
+    /// The database cannot be reached or did not answer in time.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else the database reported.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported DATABASE_URL: {0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            // SQLite reports a locked or read-only file (and a vanished one) as
+            // database errors; to a client they are an outage, not a bug.
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("5" | "6" | "8" | "10" | "13" | "14" | "261" | "517")
+                ) =>
+            {
+                StoreError::Unavailable(e)
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub password_hash: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+/// A live session's user, with what the idle clock needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub session_id: i64,
+    pub last_seen_at: i64,
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a Username,
+    pub email: &'a Email,
+    pub phone: Option<&'a Phone>,
+    pub password_hash: &'a str,
+    pub now: i64,
+}
+
+pub struct NewSession<'a> {
+    pub user_id: UserId,
+    pub token_hash: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+/// A message for the outbox, its payload already encrypted.
+pub struct NewOutbox<'a> {
+    pub channel: &'a str,
+    pub payload: &'a str,
+    pub now: i64,
+}
+
+/// A claimed outbox message: this instance owns it until `locked_until`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub channel: String,
+    pub payload: String,
+    pub attempts: i32,
+}
+
+/// The newest unused, unexpired code of a user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LiveCode {
+    pub id: i64,
+    pub code_hash: String,
+}
+
+pub struct NewCode<'a> {
+    pub user_id: UserId,
+    pub code_hash: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+pub struct NewResetToken<'a> {
+    pub user_id: UserId,
+    pub token_hash: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `candidate` as the server secret unless one is stored already, and returns
+    /// the stored one: every instance on a database ends up with the same secret.
+    async fn server_secret(&self, candidate: &str) -> StoreResult<String>;
+
+    /// Inserts a user; `Conflict` when the username, email or phone is taken.
+    async fn create_user(&self, user: &NewUser<'_>) -> StoreResult<UserId>;
+
+    async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>>;
+
+    /// Replaces the hash only if it is still `old_hash` (a rehash on login must never
+    /// overwrite a password reset that happened meanwhile).
+    async fn replace_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    async fn create_session(&self, session: &NewSession<'_>) -> StoreResult<()>;
+
+    /// The user behind a live session (not past `expires_at`, used since `idle_cutoff`,
+    /// user not disabled). Records the use when the last one is older than `touch_before`.
+    async fn session_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+        idle_cutoff: i64,
+        touch_before: i64,
+    ) -> StoreResult<Option<User>>;
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+
+    /// In one transaction: kills the user's older unused codes, stores the new code's
+    /// hash, and queues the message that carries it.
+    async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()>;
+
+    async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>>;
+
+    /// Atomically takes one of the code's `max_attempts` tries; false when none is left
+    /// (or the code was used or expired meanwhile). A guess is only compared after this.
+    async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool>;
+
+    /// Marks the code used and stores a reset token, in one transaction; false when the
+    /// code was already used (so a right code is redeemed exactly once).
+    async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool>;
+
+    /// Whether the user has this unused, unexpired reset token (a cheap read, so that a
+    /// bad token is refused before any password is hashed).
+    async fn reset_token_live(&self, user_id: UserId, token_hash: &str, now: i64) -> StoreResult<bool>;
+
+    /// In one transaction: consumes the user's reset token, sets the new hash, kills every
+    /// other code and reset token of the user, revokes all their sessions and queues the
+    /// notice. False (and nothing written) when the token is not live or not theirs.
+    async fn reset_password(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        new_hash: &str,
+        now: i64,
+        notice: Option<&NewOutbox<'_>>,
+    ) -> StoreResult<bool>;
+
+    /// Claims the oldest due message until `locked_until`; no two callers get the same.
+    async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>>;
+
+    /// Marks a message delivered and drops its payload.
+    async fn outbox_sent(&self, id: i64, now: i64) -> StoreResult<()>;
+
+    /// Puts a message back for another try at `next_attempt_at`.
+    async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()>;
+
+    /// Gives up on a message after its last try.
+    async fn outbox_failed(&self, id: i64, now: i64, error: &str) -> StoreResult<()>;
+
+    /// Deletes expired sessions, codes and tokens, and delivered messages older than
+    /// `sent_before`. Returns how many rows went.
+    async fn purge_expired(&self, now: i64, sent_before: i64) -> StoreResult<u64>;
+
+    /// The newest applied migration.
+    async fn schema_version(&self) -> StoreResult<i64>;
+
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Connects to the database named by the URL's scheme and applies pending migrations.
+pub async fn connect(
+    settings: &crate::config::DatabaseSettings,
+) -> StoreResult<Arc<dyn Store>> {
+    let url = settings.database_url.as_str();
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(settings).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "`{}` — expected sqlite://…",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}

@@ -1,0 +1,414 @@
+//! `SqliteStore`: the default, single-machine backend on one SQLite file.
+//!
+//! SQLite allows one writer at a time, and a transaction that starts reading and then
+//! writes can fail with SQLITE_BUSY instead of waiting. So writes and transactions go
+//! through a pool of exactly one connection (they queue in Rust, fairly, instead of
+//! spinning on the file lock), while reads use a separate pool and, in WAL mode, never
+//! wait for the writer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use super::{
+    SessionRow, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, Store,
+    StoreError, StoreResult, User, UserId,
+};
+use crate::config::DatabaseSettings;
+use crate::domain::Identifier;
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_at, disabled_at";
+const SESSION_USER_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
+     u.created_at, u.disabled_at, s.id AS session_id, s.last_seen_at";
+
+impl SqliteStore {
+    pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(&settings.database_url)
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives a process crash (kill -9) without loss; only an
+            // OS crash or power cut can drop the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.database_timeout)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(settings.database_max_connections.max(1))
+            .acquire_timeout(settings.database_timeout)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { write, read })
+    }
+
+    /// The writer pool, for tools and tests that need raw SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.write
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn server_secret(&self, candidate: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO server_secret (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(candidate)
+            .execute(&self.write)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM server_secret WHERE id = 1")
+                .fetch_one(&self.write)
+                .await?,
+        )
+    }
+
+    async fn create_user(&self, u: &NewUser<'_>) -> StoreResult<UserId> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO users (username, username_norm, email, email_norm, phone, password_hash, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(u.username.as_str())
+        .bind(u.username.key())
+        .bind(u.email.as_str())
+        .bind(u.email.key())
+        .bind(u.phone.map(|p| p.as_str()))
+        .bind(u.password_hash)
+        .bind(u.now)
+        .bind(u.now)
+        .fetch_one(&self.write)
+        .await?;
+        Ok(id)
+    }
+
+    async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
+        let column = match identifier {
+            Identifier::Email(_) => "email_norm",
+            Identifier::Phone(_) => "phone",
+            Identifier::Username(_) => "username_norm",
+        };
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(identifier.key())
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    async fn replace_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ? AND password_hash = ?",
+        )
+        .bind(new_hash)
+        .bind(now)
+        .bind(user_id)
+        .bind(old_hash)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(s.token_hash)
+        .bind(s.user_id)
+        .bind(s.now)
+        .bind(s.now)
+        .bind(s.expires_at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+        idle_cutoff: i64,
+        touch_before: i64,
+    ) -> StoreResult<Option<User>> {
+        let sql = format!(
+            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
+               AND u.disabled_at IS NULL"
+        );
+        let row: Option<SessionRow> = sqlx::query_as(&sql)
+            .bind(token_hash)
+            .bind(now)
+            .bind(idle_cutoff)
+            .fetch_optional(&self.read)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // Writing on every request would serialise all session checks behind the one
+        // writer; the idle clock only needs minute precision.
+        if row.last_seen_at < touch_before {
+            sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(row.session_id)
+                .execute(&self.write)
+                .await?;
+        }
+        Ok(Some(row.user))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(code.now)
+            .bind(code.user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(code.user_id)
+        .bind(code.code_hash)
+        .bind(code.now)
+        .bind(code.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        enqueue(&mut tx, message).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
+        Ok(sqlx::query_as(
+            "SELECT id, code_hash FROM otp_codes
+             WHERE user_id = ? AND used_at IS NULL AND expires_at > ?
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE otp_codes SET attempts = attempts + 1
+             WHERE id = ? AND used_at IS NULL AND expires_at > ? AND attempts < ?",
+        )
+        .bind(code_id)
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE otp_codes SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(token.now)
+        .bind(code_id)
+        .bind(token.now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(token.user_id)
+        .bind(token.token_hash)
+        .bind(token.now)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reset_token_live(&self, user_id: UserId, token_hash: &str, now: i64) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM reset_tokens
+             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn reset_password(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        new_hash: &str,
+        now: i64,
+        notice: Option<&NewOutbox<'_>>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let consumed = sqlx::query(
+            "UPDATE reset_tokens SET used_at = ?
+             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(new_hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(message) = notice {
+            enqueue(&mut tx, message).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {
+        // One statement on the single writer connection: the claim is atomic.
+        Ok(sqlx::query_as(
+            "UPDATE outbox SET locked_until = ?, attempts = attempts + 1
+             WHERE id = (SELECT id FROM outbox
+                         WHERE status = 'pending' AND next_attempt_at <= ? AND locked_until <= ?
+                         ORDER BY next_attempt_at, id LIMIT 1)
+             RETURNING id, channel, payload, attempts",
+        )
+        .bind(locked_until)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await?)
+    }
+
+    async fn outbox_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, payload = '', locked_until = 0, last_error = NULL
+             WHERE id = ?",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET next_attempt_at = ?, locked_until = 0, last_error = ? WHERE id = ?",
+        )
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: i64, now: i64, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'failed', payload = '', locked_until = 0, last_error = ?, sent_at = ?
+             WHERE id = ?",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: i64, sent_before: i64) -> StoreResult<u64> {
+        let mut tx = self.write.begin().await?;
+        let mut n = 0;
+        for (sql, bound) in [
+            ("DELETE FROM sessions WHERE expires_at <= ?", now),
+            ("DELETE FROM otp_codes WHERE expires_at <= ? OR used_at IS NOT NULL", now),
+            ("DELETE FROM reset_tokens WHERE expires_at <= ? OR used_at IS NOT NULL", now),
+            (
+                "DELETE FROM outbox WHERE status <> 'pending' AND sent_at <= ?",
+                sent_before,
+            ),
+        ] {
+            n += sqlx::query(sql).bind(bound).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+}
+
+async fn enqueue(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    m: &NewOutbox<'_>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox (channel, payload, next_attempt_at, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(m.channel)
+    .bind(m.payload)
+    .bind(m.now)
+    .bind(m.now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
