@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{DatabaseSettings, HashSettings, Settings};
 
 #[derive(Parser, Debug)]
-#[command(name = "gatehouse", version, about = "An authentication server: accounts, sessions and password recovery by one-time code.")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "An authentication server: accounts, sessions and password recovery by one-time code."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

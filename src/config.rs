@@ -178,7 +178,11 @@ pub struct SmsSettings {
     pub twilio_phone: Option<String>,
 
     /// Twilio REST base URL (point it at a local endpoint for tests).
-    #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com")]
+    #[arg(
+        long,
+        env = "TWILIO_API_BASE",
+        default_value = "https://api.twilio.com"
+    )]
     pub twilio_api_base: Url,
 }
 

@@ -27,7 +27,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .and_then(|v| v.split(';').next())
             .map(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
@@ -129,8 +130,14 @@ mod tests {
         assert!(msg.starts_with("username: invalid type: integer"), "{msg}");
         assert_eq!(err(r#"{"username": "a""#).0, StatusCode::BAD_REQUEST);
         assert_eq!(err("[1]").0, StatusCode::BAD_REQUEST);
-        assert_eq!(err(r#"{"username":"a","username":"b"}"#).0, StatusCode::BAD_REQUEST);
-        assert_eq!(err(r#"{"username":"a"} trailing"#).0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            err(r#"{"username":"a","username":"b"}"#).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            err(r#"{"username":"a"} trailing"#).0,
+            StatusCode::BAD_REQUEST
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(err(&deep).0, StatusCode::BAD_REQUEST);
     }

@@ -109,7 +109,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests
     /// up to SHUTDOWN_GRACE, and lets the outbox worker finish its current message.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
         let Application {
             listener,
             state,
@@ -203,9 +206,7 @@ pub fn app(state: AppState) -> Router {
         }))
         .timeout(timeout)
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    crate::routes::router()
-        .with_state(state)
-        .layer(middleware)
+    crate::routes::router().with_state(state).layer(middleware)
 }
 
 /// Deletes expired sessions, codes and tokens, and old delivered messages, every ten

@@ -67,7 +67,7 @@ impl PasswordHasher {
             params,
             buffers: Mutex::new(Vec::with_capacity(permits)),
         });
-        let dummy_hash = inner.hash(&SaltString::generate(&mut OsRng).to_string())?;
+        let dummy_hash = inner.hash(SaltString::generate(&mut OsRng).as_str())?;
         Ok(PasswordHasher {
             inner,
             permits: Arc::new(Semaphore::new(permits)),
@@ -148,7 +148,13 @@ impl Inner {
         out
     }
 
-    fn compute(&self, params: &Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), HashError> {
+    fn compute(
+        &self,
+        params: &Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HashError> {
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         self.with_buffer(params.m_cost() as usize, |blocks| {
             argon.hash_password_into_with_memory(password, salt, out, blocks)
@@ -207,7 +213,8 @@ impl Inner {
     }
 
     fn verify_argon2(&self, password: &str, phc: &PasswordHash<'_>) -> Result<bool, HashError> {
-        let algorithm = Algorithm::try_from(phc.algorithm).map_err(|e| HashError::Argon2(e.to_string()))?;
+        let algorithm =
+            Algorithm::try_from(phc.algorithm).map_err(|e| HashError::Argon2(e.to_string()))?;
         let version = phc
             .version
             .map(Version::try_from)
@@ -262,9 +269,21 @@ mod tests {
         assert!(Argon2::default()
             .verify_password(b"correct horse battery", &parsed)
             .is_ok());
-        let v = h.verify(&pw("correct horse battery"), Some(&hash)).await.unwrap();
-        assert_eq!(v, Verified { ok: true, needs_rehash: false });
-        let v = h.verify(&pw("correct horse batterx"), Some(&hash)).await.unwrap();
+        let v = h
+            .verify(&pw("correct horse battery"), Some(&hash))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: false
+            }
+        );
+        let v = h
+            .verify(&pw("correct horse batterx"), Some(&hash))
+            .await
+            .unwrap();
         assert!(!v.ok);
     }
 
@@ -284,7 +303,13 @@ mod tests {
         let h = hasher(1024, 1);
         let legacy = bcrypt::hash("Secure@123", 4).unwrap();
         let v = h.verify(&pw("Secure@123"), Some(&legacy)).await.unwrap();
-        assert_eq!(v, Verified { ok: true, needs_rehash: true });
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: true
+            }
+        );
         assert!(!h.verify(&pw("Secure@124"), Some(&legacy)).await.unwrap().ok);
     }
 
@@ -292,8 +317,17 @@ mod tests {
     async fn weaker_argon2_asks_for_rehash() {
         let weak = hasher(1024, 1).hash(&pw("some password")).await.unwrap();
         let strong = hasher(2048, 2);
-        let v = strong.verify(&pw("some password"), Some(&weak)).await.unwrap();
-        assert_eq!(v, Verified { ok: true, needs_rehash: true });
+        let v = strong
+            .verify(&pw("some password"), Some(&weak))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: true
+            }
+        );
     }
 
     #[tokio::test]

@@ -33,7 +33,8 @@ impl FromRequestParts<AppState> for AuthSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        const NO_SESSION: ApiError = ApiError::Unauthorized("Not logged in, or the session has expired");
+        const NO_SESSION: ApiError =
+            ApiError::Unauthorized("Not logged in, or the session has expired");
         let token = presented_token(parts).ok_or(NO_SESSION)?;
         let hash = token_hash(&token);
         let now = now();
@@ -59,7 +60,9 @@ pub fn presented_token(parts: &Parts) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
         });
     bearer
         .or_else(|| cookie(&parts.headers, SESSION_COOKIE))
@@ -80,7 +83,13 @@ pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure unless turned off for
 /// local HTTP. A zero `max_age` clears the cookie.
-pub fn set_cookie(name: &str, value: &str, path: &str, max_age: Duration, secure: bool) -> HeaderValue {
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: Duration,
+    secure: bool,
+) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
         "{name}={value}; Path={path}{secure}; HttpOnly; SameSite=Strict; Max-Age={}",

@@ -24,8 +24,7 @@ pub fn token_hash(token: &str) -> String {
 /// reaches the database.
 pub fn looks_like_token(s: &str) -> bool {
     s.len() == 43
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 

@@ -22,14 +22,12 @@ impl Identifier {
         } else if raw.starts_with('+') {
             Phone::parse(raw).map(Identifier::Phone).map_err(relabel)
         } else {
-            Username::parse(raw)
-                .map(Identifier::Username)
-                .map_err(|_| {
-                    ParseError::new(
-                        "identifier",
-                        "must be an email address, an E.164 phone number or a username",
-                    )
-                })
+            Username::parse(raw).map(Identifier::Username).map_err(|_| {
+                ParseError::new(
+                    "identifier",
+                    "must be an email address, an E.164 phone number or a username",
+                )
+            })
         }
     }
 
@@ -62,13 +60,20 @@ mod tests {
             Identifier::parse("user123").unwrap(),
             Identifier::Username(_)
         ));
-        assert_eq!(Identifier::parse("USER@example.com").unwrap().key(), "user@example.com");
+        assert_eq!(
+            Identifier::parse("USER@example.com").unwrap().key(),
+            "user@example.com"
+        );
     }
 
     #[test]
     fn errors_name_the_identifier_field() {
         for bad in ["", "x", "not an id", "+12", "a@b"] {
-            assert_eq!(Identifier::parse(bad).unwrap_err().field, "identifier", "{bad:?}");
+            assert_eq!(
+                Identifier::parse(bad).unwrap_err().field,
+                "identifier",
+                "{bad:?}"
+            );
         }
     }
 }

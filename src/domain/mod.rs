@@ -45,7 +45,10 @@ pub(crate) fn fold(s: &str) -> String {
 /// and are the raw material of header and log injection.
 pub(crate) fn reject_controls(field: &'static str, s: &str) -> Result<(), ParseError> {
     if s.chars().any(char::is_control) {
-        return Err(ParseError::new(field, "must not contain control characters"));
+        return Err(ParseError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }

@@ -60,8 +60,7 @@ impl NewPassword {
                 "is one of the most common passwords; choose another",
             ));
         }
-        if username.is_some_and(|u| u.key() == lower) || email.is_some_and(|e| e.key() == lower)
-        {
+        if username.is_some_and(|u| u.key() == lower) || email.is_some_and(|e| e.key() == lower) {
             return Err(ParseError::new(
                 field,
                 "must not be the same as the username or email",
@@ -129,7 +128,9 @@ mod tests {
 
     #[test]
     fn the_list_has_ten_thousand_entries() {
-        let n = include_str!("../../data/common-passwords.txt").lines().count();
+        let n = include_str!("../../data/common-passwords.txt")
+            .lines()
+            .count();
         assert_eq!(n, 10_000);
     }
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{Message, NotifyError, Notifier};
+use super::{Message, Notifier, NotifyError};
 
 /// Stands in for a channel with no provider configured. It is the one place in the product
 /// allowed to log a one-time code, and start-up warns loudly whenever it is in use.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::{Message, NotifyError, Notifiers};
+use super::{Message, Notifiers, NotifyError};
 use crate::auth::keys::Keys;
 use crate::config::OutboxSettings;
 use crate::state::now;
@@ -66,14 +66,19 @@ impl OutboxWorker {
         let message = match self.open(&item) {
             Ok(m) => m,
             Err(reason) => {
-                tracing::error!(id = item.id, reason, "outbox: message unreadable, giving up");
+                tracing::error!(
+                    id = item.id,
+                    reason,
+                    "outbox: message unreadable, giving up"
+                );
                 self.store.outbox_failed(item.id, now, reason).await?;
                 return Ok(true);
             }
         };
         let notifier = self.notifiers.for_channel(message.channel);
         let result =
-            match tokio::time::timeout(self.settings.notify_timeout, notifier.send(&message)).await {
+            match tokio::time::timeout(self.settings.notify_timeout, notifier.send(&message)).await
+            {
                 Ok(r) => r,
                 Err(_) => Err(NotifyError::Temporary("timed out".into())),
             };
@@ -90,17 +95,23 @@ impl OutboxWorker {
             }
             Err(e @ NotifyError::Permanent(_)) => {
                 tracing::error!(id = item.id, channel = item.channel, error = %e, "outbox: delivery failed for good");
-                self.store.outbox_failed(item.id, done, &e.to_string()).await?;
+                self.store
+                    .outbox_failed(item.id, done, &e.to_string())
+                    .await?;
             }
             Err(e) if item.attempts as u32 >= self.settings.outbox_max_attempts => {
                 tracing::error!(id = item.id, channel = item.channel, error = %e, attempts = item.attempts, "outbox: giving up after the last attempt");
-                self.store.outbox_failed(item.id, done, &e.to_string()).await?;
+                self.store
+                    .outbox_failed(item.id, done, &e.to_string())
+                    .await?;
             }
             Err(e) => {
                 let wait = backoff(self.settings.outbox_retry_base, item.attempts);
                 tracing::warn!(id = item.id, channel = item.channel, error = %e, attempts = item.attempts, retry_in = ?wait, "outbox: delivery failed, will retry");
                 let next = done + wait.as_secs().max(1) as i64;
-                self.store.outbox_retry(item.id, next, &e.to_string()).await?;
+                self.store
+                    .outbox_retry(item.id, next, &e.to_string())
+                    .await?;
             }
         }
         Ok(true)
@@ -117,7 +128,8 @@ impl OutboxWorker {
 /// base × 2^(attempts−1), capped.
 fn backoff(base: Duration, attempts: i32) -> Duration {
     let exp = attempts.saturating_sub(1).clamp(0, 20) as u32;
-    base.saturating_mul(2u32.saturating_pow(exp)).min(MAX_BACKOFF)
+    base.saturating_mul(2u32.saturating_pow(exp))
+        .min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
 
-use super::{Message, NotifyError, Notifier};
+use super::{Message, Notifier, NotifyError};
 use crate::config::EmailSettings;
 
 /// Sender used when neither EMAIL_FROM nor EMAIL_USER is set.
@@ -103,9 +103,10 @@ impl Notifier for SmtpNotifier {
     async fn send(&self, msg: &Message) -> Result<(), NotifyError> {
         // The address is left out of errors: they are stored and logged, and the address
         // is personal data. A malformed one will never become deliverable.
-        let to: Mailbox = msg.to.parse().map_err(|_| {
-            NotifyError::Permanent("recipient is not a valid email address".into())
-        })?;
+        let to: Mailbox = msg
+            .to
+            .parse()
+            .map_err(|_| NotifyError::Permanent("recipient is not a valid email address".into()))?;
         let email = lettre::Message::builder()
             .from(self.from.clone())
             .to(to)

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::{Message, NotifyError, Notifier};
+use super::{Message, Notifier, NotifyError};
 use crate::config::SmsSettings;
 
 /// Most bytes of an error response read to find Twilio's explanation.

@@ -41,7 +41,13 @@ async fn login(
     let account = identifier.key();
     limit(&state, &limits.login_per_ip, "login:ip", &ip.to_string()).await?;
     limit(&state, &limits.login_per_account, "login:account", account).await?;
-    limit(&state, &limits.login_per_account_long, "login:account-long", account).await?;
+    limit(
+        &state,
+        &limits.login_per_account_long,
+        "login:account-long",
+        account,
+    )
+    .await?;
 
     let user = state
         .store
@@ -57,18 +63,31 @@ async fn login(
         tracing::info!("login failed");
         return Err(ApiError::InvalidCredentials);
     };
-    state.limiter.reset(&format!("login:account:{account}")).await;
-    state.limiter.reset(&format!("login:account-long:{account}")).await;
+    state
+        .limiter
+        .reset(&format!("login:account:{account}"))
+        .await;
+    state
+        .limiter
+        .reset(&format!("login:account-long:{account}"))
+        .await;
 
     let now = now();
     if verdict.needs_rehash {
-        let new_hash = state.hasher.hash(&password).await.map_err(ApiError::internal)?;
+        let new_hash = state
+            .hasher
+            .hash(&password)
+            .await
+            .map_err(ApiError::internal)?;
         // Conditional on the old hash: never undo a reset that raced with this login.
         state
             .store
             .replace_password_hash(user.id, &user.password_hash, &new_hash, now)
             .await?;
-        tracing::info!(user_id = user.id, "password rehashed to current argon2id parameters");
+        tracing::info!(
+            user_id = user.id,
+            "password rehashed to current argon2id parameters"
+        );
     }
 
     let token = new_token();
@@ -83,7 +102,13 @@ async fn login(
         })
         .await?;
     tracing::info!(user_id = user.id, "login succeeded");
-    let cookie = set_cookie(SESSION_COOKIE, &token, "/", lifetime, state.settings.cookie_secure);
+    let cookie = set_cookie(
+        SESSION_COOKIE,
+        &token,
+        "/",
+        lifetime,
+        state.settings.cookie_secure,
+    );
     Ok((
         AppendHeaders([(SET_COOKIE, cookie)]),
         Json(MessageBody {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{limit, MessageBody};
 use crate::auth::session::{cookie, set_cookie, RESET_COOKIE};
 use crate::auth::token::{looks_like_token, new_code, new_token, token_hash};
-use crate::domain::{Identifier, NewPassword, OtpCode, ParseError, Username, Email};
+use crate::domain::{Email, Identifier, NewPassword, OtpCode, ParseError, Username};
 use crate::error::{ApiError, Result};
 use crate::extract::{ApiJson, ClientIp};
 use crate::notify::{Channel, Message};
@@ -55,7 +55,13 @@ async fn forgot_password(
     };
     let limits = &state.settings.limits;
     limit(&state, &limits.forgot_per_ip, "forgot:ip", &ip.to_string()).await?;
-    limit(&state, &limits.forgot_per_account, "forgot:account", identifier.key()).await?;
+    limit(
+        &state,
+        &limits.forgot_per_account,
+        "forgot:account",
+        identifier.key(),
+    )
+    .await?;
 
     let user = state.store.find_user(&identifier).await?;
     if let Some(user) = user.filter(|u| u.disabled_at.is_none()) {
@@ -63,7 +69,10 @@ async fn forgot_password(
         // the account exists.
         let capped = state
             .limiter
-            .check(&limits.codes_per_account, &format!("codes:user:{}", user.id))
+            .check(
+                &limits.codes_per_account,
+                &format!("codes:user:{}", user.id),
+            )
             .await
             .is_err();
         if capped {
@@ -122,7 +131,11 @@ async fn issue_code(
         )
         .await?;
     state.outbox_wake.notify_one();
-    tracing::info!(user_id = user.id, channel = channel.as_str(), "recovery code issued");
+    tracing::info!(
+        user_id = user.id,
+        channel = channel.as_str(),
+        "recovery code issued"
+    );
     Ok(())
 }
 
@@ -151,8 +164,20 @@ async fn validate_otp(
     let identifier = Identifier::parse(&req.identifier)?;
     let otp = OtpCode::parse(&req.otp)?;
     let limits = &state.settings.limits;
-    limit(&state, &limits.validate_per_ip, "validate:ip", &ip.to_string()).await?;
-    limit(&state, &limits.validate_per_account, "validate:account", identifier.key()).await?;
+    limit(
+        &state,
+        &limits.validate_per_ip,
+        "validate:ip",
+        &ip.to_string(),
+    )
+    .await?;
+    limit(
+        &state,
+        &limits.validate_per_account,
+        "validate:account",
+        identifier.key(),
+    )
+    .await?;
 
     let now = now();
     let user = state
@@ -170,7 +195,10 @@ async fn validate_otp(
     if !state.store.claim_attempt(code.id, now, max).await? {
         return Err(ApiError::InvalidOtp);
     }
-    if !state.keys.code_matches(user.id, otp.expose(), &code.code_hash) {
+    if !state
+        .keys
+        .code_matches(user.id, otp.expose(), &code.code_hash)
+    {
         tracing::info!(user_id = user.id, "wrong recovery code");
         return Err(ApiError::InvalidOtp);
     }
@@ -192,7 +220,13 @@ async fn validate_otp(
         return Err(ApiError::InvalidOtp);
     }
     tracing::info!(user_id = user.id, "recovery code validated");
-    let cookie = set_cookie(RESET_COOKIE, &token, "/reset-password", ttl, state.settings.cookie_secure);
+    let cookie = set_cookie(
+        RESET_COOKIE,
+        &token,
+        "/reset-password",
+        ttl,
+        state.settings.cookie_secure,
+    );
     Ok((
         AppendHeaders([(SET_COOKIE, cookie)]),
         Json(ValidateResponse {
@@ -230,7 +264,13 @@ async fn reset_password(
         return Err(BAD_TOKEN);
     }
     let hash = token_hash(token.trim());
-    limit(&state, &state.settings.limits.reset_per_ip, "reset:ip", &ip.to_string()).await?;
+    limit(
+        &state,
+        &state.settings.limits.reset_per_ip,
+        "reset:ip",
+        &ip.to_string(),
+    )
+    .await?;
 
     let now = now();
     let user = state
@@ -244,9 +284,18 @@ async fn reset_password(
     }
     let username = Username::parse(&user.username).ok();
     let email = Email::parse(&user.email).ok();
-    let password = NewPassword::parse("new_password", req.new_password, username.as_ref(), email.as_ref())?
-        .into_password();
-    let new_hash = state.hasher.hash(&password).await.map_err(ApiError::internal)?;
+    let password = NewPassword::parse(
+        "new_password",
+        req.new_password,
+        username.as_ref(),
+        email.as_ref(),
+    )?
+    .into_password();
+    let new_hash = state
+        .hasher
+        .hash(&password)
+        .await
+        .map_err(ApiError::internal)?;
 
     let notice = Message {
         channel: Channel::Email,
@@ -273,7 +322,13 @@ async fn reset_password(
     }
     state.outbox_wake.notify_one();
     tracing::info!(user_id = user.id, "password reset; all sessions revoked");
-    let clear = set_cookie(RESET_COOKIE, "", "/reset-password", Duration::ZERO, state.settings.cookie_secure);
+    let clear = set_cookie(
+        RESET_COOKIE,
+        "",
+        "/reset-password",
+        Duration::ZERO,
+        state.settings.cookie_secure,
+    );
     Ok((
         AppendHeaders([(SET_COOKIE, clear)]),
         Json(MessageBody {

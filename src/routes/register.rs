@@ -39,9 +39,19 @@ async fn register(
     };
     let password = NewPassword::parse("password", req.password, Some(&username), Some(&email))?
         .into_password();
-    limit(&state, &state.settings.limits.register_per_ip, "register:ip", &ip.to_string()).await?;
+    limit(
+        &state,
+        &state.settings.limits.register_per_ip,
+        "register:ip",
+        &ip.to_string(),
+    )
+    .await?;
 
-    let hash = state.hasher.hash(&password).await.map_err(crate::error::ApiError::internal)?;
+    let hash = state
+        .hasher
+        .hash(&password)
+        .await
+        .map_err(crate::error::ApiError::internal)?;
     state
         .store
         .create_user(&NewUser {

@@ -46,7 +46,13 @@ async fn me(session: AuthSession) -> Json<Me> {
 
 async fn logout(State(state): State<AppState>, session: AuthSession) -> Result<impl IntoResponse> {
     state.store.delete_session(&session.token_hash).await?;
-    let clear = set_cookie(SESSION_COOKIE, "", "/", Duration::ZERO, state.settings.cookie_secure);
+    let clear = set_cookie(
+        SESSION_COOKIE,
+        "",
+        "/",
+        Duration::ZERO,
+        state.settings.cookie_secure,
+    );
     Ok((
         AppendHeaders([(SET_COOKIE, clear)]),
         Json(MessageBody {

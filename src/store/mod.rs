@@ -6,6 +6,8 @@
 //! Times are Unix seconds (`i64`) everywhere, so every backend stores and compares them
 //! the same way.
 
+pub mod mysql;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -182,7 +184,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the user has this unused, unexpired reset token (a cheap read, so that a
     /// bad token is refused before any password is hashed).
-    async fn reset_token_live(&self, user_id: UserId, token_hash: &str, now: i64) -> StoreResult<bool>;
+    async fn reset_token_live(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
 
     /// In one transaction: consumes the user's reset token, sets the new hash, kills every
     /// other code and reset token of the user, revokes all their sessions and queues the
@@ -220,12 +227,14 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Connects to the database named by the URL's scheme and applies pending migrations.
-pub async fn connect(
-    settings: &crate::config::DatabaseSettings,
-) -> StoreResult<Arc<dyn Store>> {
+pub async fn connect(settings: &crate::config::DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
     let url = settings.database_url.as_str();
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::connect(settings).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PostgresStore::connect(settings).await?))
+    } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+        Ok(Arc::new(mysql::MySqlStore::connect(settings).await?))
     } else {
         Err(StoreError::Config(format!(
             "`{}` — expected sqlite://…",

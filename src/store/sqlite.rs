@@ -14,8 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 use super::{
-    SessionRow, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, Store,
-    StoreError, StoreResult, User, UserId,
+    LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow,
+    Store, StoreError, StoreResult, User, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -63,10 +63,12 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn server_secret(&self, candidate: &str) -> StoreResult<String> {
-        sqlx::query("INSERT INTO server_secret (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING")
-            .bind(candidate)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "INSERT INTO server_secret (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate)
+        .execute(&self.write)
+        .await?;
         Ok(
             sqlx::query_scalar("SELECT secret FROM server_secret WHERE id = 1")
                 .fetch_one(&self.write)
@@ -252,7 +254,12 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn reset_token_live(&self, user_id: UserId, token_hash: &str, now: i64) -> StoreResult<bool> {
+    async fn reset_token_live(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM reset_tokens
              WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
@@ -372,23 +379,35 @@ impl Store for SqliteStore {
         let mut n = 0;
         for (sql, bound) in [
             ("DELETE FROM sessions WHERE expires_at <= ?", now),
-            ("DELETE FROM otp_codes WHERE expires_at <= ? OR used_at IS NOT NULL", now),
-            ("DELETE FROM reset_tokens WHERE expires_at <= ? OR used_at IS NOT NULL", now),
+            (
+                "DELETE FROM otp_codes WHERE expires_at <= ? OR used_at IS NOT NULL",
+                now,
+            ),
+            (
+                "DELETE FROM reset_tokens WHERE expires_at <= ? OR used_at IS NOT NULL",
+                now,
+            ),
             (
                 "DELETE FROM outbox WHERE status <> 'pending' AND sent_at <= ?",
                 sent_before,
             ),
         ] {
-            n += sqlx::query(sql).bind(bound).execute(&mut *tx).await?.rows_affected();
+            n += sqlx::query(sql)
+                .bind(bound)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(n)
     }
 
     async fn schema_version(&self) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.read)
-            .await?)
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.read)
+        .await?)
     }
 
     async fn ping(&self) -> StoreResult<()> {

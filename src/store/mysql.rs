@@ -1,0 +1,477 @@
+//! `MySqlStore`: the MySQL 8 / MariaDB 10.6+ backend, for several instances sharing one
+//! server.
+//!
+//! Three quirks of the server shape this file:
+//!
+//! * There is no `RETURNING` (MariaDB has it for INSERT only, MySQL not at all), so new ids
+//!   come from `last_insert_id()` and the outbox claim is a locking `SELECT … FOR UPDATE
+//!   SKIP LOCKED`, an `UPDATE` and a read-back in one transaction.
+//! * By default the server reports *changed* rows as affected, so an `UPDATE` that matches
+//!   a row but writes the values it already has would report 0. sqlx always connects with
+//!   the `CLIENT_FOUND_ROWS` capability, which makes the server report *matched* rows
+//!   instead — the same meaning `rows_affected` has on SQLite and PostgreSQL, and the one
+//!   the conditional updates below rely on. (Each of them also changes a value whenever
+//!   it matches, so they stay correct even without that flag.)
+//! * sqlx refuses to decode a column with a binary collation (`utf8mb4_bin`, which the
+//!   unique and looked-up columns use) into a `String`: the server marks it BINARY and
+//!   sqlx takes it for VARBINARY (sqlx issue #3387). Such columns are read through
+//!   `CONVERT(… USING utf8mb4)`, which yields the same text under a non-binary collation.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{Executor, MySql, MySqlPool, Transaction};
+
+use super::{
+    LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow,
+    Store, StoreError, StoreResult, User, UserId,
+};
+use crate::config::DatabaseSettings;
+use crate::domain::Identifier;
+
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+/// The `User` columns; phone and password_hash are binary-collated (see the module doc).
+const USER_COLUMNS: &str = "id, username, email, CONVERT(phone USING utf8mb4) AS phone, \
+     CONVERT(password_hash USING utf8mb4) AS password_hash, created_at, disabled_at";
+const SESSION_USER_COLUMNS: &str = "u.id, u.username, u.email, \
+     CONVERT(u.phone USING utf8mb4) AS phone, \
+     CONVERT(u.password_hash USING utf8mb4) AS password_hash, u.created_at, u.disabled_at, \
+     s.id AS session_id, s.last_seen_at";
+
+impl MySqlStore {
+    pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
+        // The scheme is not checked by sqlx, so `mariadb://` parses like `mysql://`.
+        let options = MySqlConnectOptions::from_str(&settings.database_url)
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.database_max_connections.max(1))
+            .acquire_timeout(settings.database_timeout)
+            // A server restart or failover leaves dead connections in the pool; a ping
+            // before handing one out replaces them instead of failing a request.
+            .test_before_acquire(true)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // Without strict mode the server cuts an over-long value to fit and
+                    // only warns; a cut key or hash would silently break lookups and
+                    // uniqueness. Strict mode turns that into an error. (sqlx has already
+                    // appended its own modes, so @@sql_mode is never empty here.)
+                    conn.execute(
+                        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES')",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        // sqlx takes a named lock (GET_LOCK) around migrations, so instances starting
+        // together do not both apply one.
+        sqlx::migrate!("migrations/mysql").run(&pool).await?;
+        Ok(MySqlStore { pool })
+    }
+
+    /// The pool, for tools and tests that need raw SQL.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for MySqlStore {
+    async fn server_secret(&self, candidate: &str) -> StoreResult<String> {
+        // Not INSERT IGNORE: that would also turn any other error (a failed CHECK, a value
+        // cut to fit) into a warning. The no-op update skips only the duplicate key.
+        sqlx::query(
+            "INSERT INTO server_secret (id, secret) VALUES (1, ?) ON DUPLICATE KEY UPDATE id = id",
+        )
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM server_secret WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_user(&self, u: &NewUser<'_>) -> StoreResult<UserId> {
+        let done = sqlx::query(
+            "INSERT INTO users (username, username_norm, email, email_norm, phone, password_hash, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.username.as_str())
+        .bind(u.username.key())
+        .bind(u.email.as_str())
+        .bind(u.email.key())
+        .bind(u.phone.map(|p| p.as_str()))
+        .bind(u.password_hash)
+        .bind(u.now)
+        .bind(u.now)
+        .execute(&self.pool)
+        .await?;
+        // The id generated by this statement on this connection, from the OK packet:
+        // no second query, and no race with other connections' inserts.
+        i64::try_from(done.last_insert_id())
+            .map_err(|_| sqlx::Error::Protocol("user id out of range".into()).into())
+    }
+
+    async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
+        let column = match identifier {
+            Identifier::Email(_) => "email_norm",
+            Identifier::Phone(_) => "phone",
+            Identifier::Username(_) => "username_norm",
+        };
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(identifier.key())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn replace_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        // password_hash is utf8mb4_bin, so the comparison is exact.
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ? AND password_hash = ?",
+        )
+        .bind(new_hash)
+        .bind(now)
+        .bind(user_id)
+        .bind(old_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(s.token_hash)
+        .bind(s.user_id)
+        .bind(s.now)
+        .bind(s.now)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+        idle_cutoff: i64,
+        touch_before: i64,
+    ) -> StoreResult<Option<User>> {
+        let sql = format!(
+            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
+               AND u.disabled_at IS NULL"
+        );
+        let row: Option<SessionRow> = sqlx::query_as(&sql)
+            .bind(token_hash)
+            .bind(now)
+            .bind(idle_cutoff)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // A write (and its row lock and redo log) on every request would be wasted: the
+        // idle clock only needs minute precision.
+        if row.last_seen_at < touch_before {
+            sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(row.session_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(Some(row.user))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(code.now)
+            .bind(code.user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(code.user_id)
+        .bind(code.code_hash)
+        .bind(code.now)
+        .bind(code.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        enqueue(&mut tx, message).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
+        Ok(sqlx::query_as(
+            "SELECT id, CONVERT(code_hash USING utf8mb4) AS code_hash FROM otp_codes
+             WHERE user_id = ? AND used_at IS NULL AND expires_at > ?
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {
+        // One statement: InnoDB locks the row, re-checks the condition on the latest
+        // version and increments, so parallel guesses serialise on the row lock and at
+        // most max_attempts of them see a matched row.
+        let done = sqlx::query(
+            "UPDATE otp_codes SET attempts = attempts + 1
+             WHERE id = ? AND used_at IS NULL AND expires_at > ? AND attempts < ?",
+        )
+        .bind(code_id)
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE otp_codes SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(token.now)
+        .bind(code_id)
+        .bind(token.now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            // Dropping the transaction rolls it back.
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(token.user_id)
+        .bind(token.token_hash)
+        .bind(token.now)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reset_token_live(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM reset_tokens
+             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn reset_password(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        new_hash: &str,
+        now: i64,
+        notice: Option<&NewOutbox<'_>>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Consuming the token first takes its row lock: a second reset with the same token
+        // waits here, then matches nothing and writes nothing.
+        let consumed = sqlx::query(
+            "UPDATE reset_tokens SET used_at = ?
+             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(new_hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(message) = notice {
+            enqueue(&mut tx, message).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {
+        // Several instances poll the same table. FOR UPDATE locks the chosen row until
+        // commit, and SKIP LOCKED makes a concurrent claimer pass over it (and over rows
+        // another claimer holds) instead of waiting and then taking the same message.
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM outbox
+             WHERE status = 'pending' AND next_attempt_at <= ? AND locked_until <= ?
+             ORDER BY next_attempt_at, id LIMIT 1
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE outbox SET locked_until = ?, attempts = attempts + 1 WHERE id = ?")
+            .bind(locked_until)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let item = sqlx::query_as("SELECT id, channel, payload, attempts FROM outbox WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(item))
+    }
+
+    async fn outbox_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, payload = '', locked_until = 0, last_error = NULL
+             WHERE id = ?",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET next_attempt_at = ?, locked_until = 0, last_error = ? WHERE id = ?",
+        )
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: i64, now: i64, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'failed', payload = '', locked_until = 0, last_error = ?, sent_at = ?
+             WHERE id = ?",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: i64, sent_before: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for (sql, bound) in [
+            ("DELETE FROM sessions WHERE expires_at <= ?", now),
+            (
+                "DELETE FROM otp_codes WHERE expires_at <= ? OR used_at IS NOT NULL",
+                now,
+            ),
+            (
+                "DELETE FROM reset_tokens WHERE expires_at <= ? OR used_at IS NOT NULL",
+                now,
+            ),
+            (
+                "DELETE FROM outbox WHERE status <> 'pending' AND sent_at <= ?",
+                sent_before,
+            ),
+        ] {
+            n += sqlx::query(sql)
+                .bind(bound)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+async fn enqueue(tx: &mut Transaction<'_, MySql>, m: &NewOutbox<'_>) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox (channel, payload, next_attempt_at, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(m.channel)
+    .bind(m.payload)
+    .bind(m.now)
+    .bind(m.now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,463 @@
+//! `PostgresStore`: the backend for several instances sharing one PostgreSQL database.
+//!
+//! Unlike SQLite there is no single writer to serialise on: many instances write at once,
+//! each through its own pool. Every rule that must hold under concurrency is therefore one
+//! conditional statement (PostgreSQL re-checks an UPDATE's WHERE clause against the newest
+//! committed row after waiting for a row lock, so `attempts < max` or `used_at IS NULL`
+//! cannot be passed twice), or a transaction that begins with such a statement, or, for the
+//! outbox, a row lock taken with `SKIP LOCKED`. All statements run at the default READ
+//! COMMITTED level, where each statement sees what committed before it started.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use super::{
+    LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow,
+    Store, StoreError, StoreResult, User, UserId,
+};
+use crate::config::DatabaseSettings;
+use crate::domain::Identifier;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_at, disabled_at";
+const SESSION_USER_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
+     u.created_at, u.disabled_at, s.id AS session_id, s.last_seen_at";
+
+impl PostgresStore {
+    pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(&settings.database_url)
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            // A pool of zero would make every request wait out the timeout.
+            .max_connections(settings.database_max_connections.max(1))
+            .acquire_timeout(settings.database_timeout)
+            // A server restart or failover leaves dead sockets in the pool; pinging before
+            // handing a connection out replaces them instead of failing the request.
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await?;
+        // sqlx takes an advisory lock around migrations, so instances starting together
+        // apply each migration once.
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The pool, for tools and tests that need raw SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn server_secret(&self, candidate: &str) -> StoreResult<String> {
+        // Two instances starting at once both insert; the primary key lets exactly one
+        // through and the other's insert does nothing, so both then read the winner's.
+        sqlx::query(
+            "INSERT INTO server_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM server_secret WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_user(&self, u: &NewUser<'_>) -> StoreResult<UserId> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO users (username, username_norm, email, email_norm, phone, password_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(u.username.as_str())
+        .bind(u.username.key())
+        .bind(u.email.as_str())
+        .bind(u.email.key())
+        .bind(u.phone.map(|p| p.as_str()))
+        .bind(u.password_hash)
+        .bind(u.now)
+        .bind(u.now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
+        let column = match identifier {
+            Identifier::Email(_) => "email_norm",
+            Identifier::Phone(_) => "phone",
+            Identifier::Username(_) => "username_norm",
+        };
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(identifier.key())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn replace_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
+        )
+        .bind(new_hash)
+        .bind(now)
+        .bind(user_id)
+        .bind(old_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(s.token_hash)
+        .bind(s.user_id)
+        .bind(s.now)
+        .bind(s.now)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+        idle_cutoff: i64,
+        touch_before: i64,
+    ) -> StoreResult<Option<User>> {
+        let sql = format!(
+            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.last_seen_at > $3
+               AND u.disabled_at IS NULL"
+        );
+        let row: Option<SessionRow> = sqlx::query_as(&sql)
+            .bind(token_hash)
+            .bind(now)
+            .bind(idle_cutoff)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // Writing on every request would take a row lock per request; the idle clock only
+        // needs minute precision. The condition is repeated in the UPDATE so that requests
+        // racing on one session write once, and never move the clock backwards.
+        if row.last_seen_at < touch_before {
+            sqlx::query(
+                "UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $3",
+            )
+            .bind(now)
+            .bind(row.session_id)
+            .bind(touch_before)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(Some(row.user))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // Two issues for one user at once would each kill only the codes committed before
+        // they started, leaving both new codes live. Locking the user row first serialises
+        // them per user, as SQLite's single writer does. NO KEY UPDATE (not UPDATE) so
+        // that logins inserting sessions for this user, which only take a key-share lock
+        // through the foreign key, are not held up.
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(code.user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE otp_codes SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+            .bind(code.now)
+            .bind(code.user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(code.user_id)
+        .bind(code.code_hash)
+        .bind(code.now)
+        .bind(code.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        enqueue(&mut tx, message).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
+        Ok(sqlx::query_as(
+            "SELECT id, code_hash FROM otp_codes
+             WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {
+        // One statement: concurrent callers queue on the row lock and each re-checks
+        // `attempts < max` against the count the previous one committed.
+        let done = sqlx::query(
+            "UPDATE otp_codes SET attempts = attempts + 1
+             WHERE id = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3",
+        )
+        .bind(code_id)
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The conditional UPDATE is the gate: a second redeemer waits for the first's
+        // commit, then finds used_at set and matches no row.
+        let done = sqlx::query(
+            "UPDATE otp_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(token.now)
+        .bind(code_id)
+        .bind(token.now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token.user_id)
+        .bind(token.token_hash)
+        .bind(token.now)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reset_token_live(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM reset_tokens
+             WHERE token_hash = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn reset_password(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        new_hash: &str,
+        now: i64,
+        notice: Option<&NewOutbox<'_>>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Consuming the token first, conditionally, makes it the gate: of two resets with
+        // one token, the second waits on the row lock and then matches nothing.
+        let consumed = sqlx::query(
+            "UPDATE reset_tokens SET used_at = $1
+             WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $4",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if consumed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // This takes the user row lock that issue_code also takes, so a code issued
+        // concurrently either commits first (and is killed below, each statement seeing
+        // what committed before it) or waits until the reset is done.
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(new_hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE reset_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE otp_codes SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(message) = notice {
+            enqueue(&mut tx, message).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {
+        // Every instance's worker polls the same table. FOR UPDATE locks the chosen row
+        // until this statement commits, and SKIP LOCKED makes a concurrent claimer pass
+        // over it to the next due row instead of waiting for it (and then, on the re-check,
+        // finding it leased and getting nothing). A row another claimer committed after
+        // this statement's snapshot is re-checked on its newest version, where the raised
+        // locked_until excludes it. So no two callers ever get the same message, and
+        // workers never queue behind each other.
+        Ok(sqlx::query_as(
+            "WITH next AS (
+                 SELECT id FROM outbox
+                 WHERE status = 'pending' AND next_attempt_at <= $2 AND locked_until <= $2
+                 ORDER BY next_attempt_at, id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE outbox o SET locked_until = $1, attempts = o.attempts + 1
+             FROM next WHERE o.id = next.id
+             RETURNING o.id, o.channel, o.payload, o.attempts",
+        )
+        .bind(locked_until)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn outbox_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sent_at = $1, payload = '', locked_until = 0, last_error = NULL
+             WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1, locked_until = 0, last_error = $2 WHERE id = $3",
+        )
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: i64, now: i64, error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'failed', payload = '', locked_until = 0, last_error = $1, sent_at = $2
+             WHERE id = $3",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: i64, sent_before: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for (sql, bound) in [
+            ("DELETE FROM sessions WHERE expires_at <= $1", now),
+            (
+                "DELETE FROM otp_codes WHERE expires_at <= $1 OR used_at IS NOT NULL",
+                now,
+            ),
+            (
+                "DELETE FROM reset_tokens WHERE expires_at <= $1 OR used_at IS NOT NULL",
+                now,
+            ),
+            (
+                "DELETE FROM outbox WHERE status <> 'pending' AND sent_at <= $1",
+                sent_before,
+            ),
+        ] {
+            n += sqlx::query(sql)
+                .bind(bound)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+async fn enqueue(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    m: &NewOutbox<'_>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox (channel, payload, next_attempt_at, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(m.channel)
+    .bind(m.payload)
+    .bind(m.now)
+    .bind(m.now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

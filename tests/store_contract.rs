@@ -1,0 +1,1073 @@
+//! The storage contract: one body of tests for the `Store` trait, run against every
+//! configured backend, so SQLite, PostgreSQL and MySQL are held to the same semantics.
+//!
+//! SQLite always runs (a fresh file in a temporary directory per test). PostgreSQL runs
+//! when `GATEHOUSE_TEST_POSTGRES_URL` names a server (`postgres://postgres@127.0.0.1:5432/`)
+//! and MySQL/MariaDB when `GATEHOUSE_TEST_MYSQL_URL` does (`mysql://root@127.0.0.1:3306/`):
+//! each test then creates a database with a random name on that server, connects the store
+//! to it through `gatehouse::store::connect` (so migrations run too), and drops it at the
+//! end, also when the test fails. With `GATEHOUSE_TEST_REQUIRE_ALL=1` a backend without a
+//! URL fails the test instead of being skipped, so CI cannot pass by testing less.
+//!
+//! Each contract is an `async fn` in `mod contract` taking the store as `Arc<dyn Store>`
+//! (plus raw SQL access for the little the trait deliberately cannot do, like disabling a
+//! user); the `contract_tests!` list turns each into a `#[tokio::test]` of the same name
+//! that runs it on every backend and names the backend in any failure.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse::config::DatabaseSettings;
+use gatehouse::store::Store;
+use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Connection, Executor};
+
+const POSTGRES_URL: &str = "GATEHOUSE_TEST_POSTGRES_URL";
+const MYSQL_URL: &str = "GATEHOUSE_TEST_MYSQL_URL";
+const REQUIRE_ALL: &str = "GATEHOUSE_TEST_REQUIRE_ALL";
+
+/// Longest one contract may take on one backend: a deadlock fails the test, not CI.
+const BODY_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Sqlite, Kind::Postgres, Kind::MySql];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sqlite => "sqlite",
+            Kind::Postgres => "postgres",
+            Kind::MySql => "mysql",
+        }
+    }
+
+    /// The env var naming this backend's server; SQLite needs none.
+    fn url_var(self) -> Option<&'static str> {
+        match self {
+            Kind::Sqlite => None,
+            Kind::Postgres => Some(POSTGRES_URL),
+            Kind::MySql => Some(MYSQL_URL),
+        }
+    }
+}
+
+/// Raw SQL on the database under test, through a connection of its own: for what the
+/// trait has no method for (disabling a user) and for looking at rows directly. Only
+/// portable SQL with literal values goes through here.
+#[derive(Clone)]
+enum Raw {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) {
+        let done = match self {
+            Raw::Sqlite(p) => p.execute(sql).await.map(|_| ()),
+            Raw::Postgres(p) => p.execute(sql).await.map(|_| ()),
+            Raw::MySql(p) => p.execute(sql).await.map(|_| ()),
+        };
+        done.unwrap_or_else(|e| panic!("raw SQL `{sql}` failed: {e}"));
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let n = match self {
+            Raw::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Raw::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Raw::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        };
+        n.unwrap_or_else(|e| panic!("raw SQL `{sql}` failed: {e}"))
+    }
+
+    async fn close(&self) {
+        match self {
+            Raw::Sqlite(p) => p.close().await,
+            Raw::Postgres(p) => p.close().await,
+            Raw::MySql(p) => p.close().await,
+        }
+    }
+}
+
+/// Drops a test database when it goes out of scope, including while a failed test
+/// unwinds. Best effort: a leftover `gh_contract_*` database is garbage, not an error.
+struct DropDatabase {
+    kind: Kind,
+    server_url: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (kind, server_url, name) = (self.kind, self.server_url.clone(), self.name.clone());
+        // Drop cannot await, and we may be on a runtime worker (where block_on panics), so
+        // the drop runs on a thread with a small runtime of its own.
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let sql = match kind {
+                    // FORCE ends connections still open (a panicked test's spawned tasks
+                    // may hold the store), which would otherwise block the drop.
+                    Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    _ => format!("DROP DATABASE IF EXISTS {name}"),
+                };
+                let drop = async {
+                    match kind {
+                        Kind::Postgres => {
+                            let mut c = PgConnection::connect(&server_url).await?;
+                            c.execute(sql.as_str()).await?;
+                            c.close().await
+                        }
+                        Kind::MySql => {
+                            let mut c = MySqlConnection::connect(&server_url).await?;
+                            c.execute(sql.as_str()).await?;
+                            c.close().await
+                        }
+                        Kind::Sqlite => Ok(()),
+                    }
+                };
+                match tokio::time::timeout(Duration::from_secs(30), drop).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => eprintln!("could not drop test database {name}: {e}"),
+                    Err(_) => eprintln!("timed out dropping test database {name}"),
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// What must outlive the store for one test: the SQLite directory or the server database.
+enum Cleanup {
+    // Held only so the directory is deleted when the backend goes.
+    #[allow(dead_code)]
+    Dir(tempfile::TempDir),
+    #[allow(dead_code)]
+    Database(DropDatabase),
+}
+
+/// One backend, fresh and empty, for one test.
+struct Backend {
+    store: Arc<dyn Store>,
+    raw: Raw,
+    // Declared last so it is dropped after the pools.
+    _cleanup: Cleanup,
+}
+
+fn settings(database_url: String) -> DatabaseSettings {
+    DatabaseSettings {
+        database_url,
+        // Few enough that parallel tests stay under a default server's connection limit,
+        // enough that the concurrency tests really run on several connections at once.
+        database_max_connections: 8,
+        database_timeout: Duration::from_secs(30),
+    }
+}
+
+/// The server URL with its path replaced by `database`, keeping user, host and options.
+fn with_database(server_url: &str, database: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(server_url).map_err(|e| format!("bad server URL: {e}"))?;
+    url.set_path(&format!("/{database}"));
+    Ok(url.into())
+}
+
+impl Backend {
+    /// A fresh backend of `kind`, or `Ok(None)` when it is not configured.
+    async fn open(kind: Kind) -> Result<Option<Backend>, String> {
+        match kind {
+            Kind::Sqlite => Self::open_sqlite().await.map(Some),
+            Kind::Postgres | Kind::MySql => {
+                let var = kind.url_var().unwrap_or_default();
+                match std::env::var(var) {
+                    Ok(url) if !url.trim().is_empty() => {
+                        Self::open_server(kind, url.trim()).await.map(Some)
+                    }
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
+    async fn open_sqlite() -> Result<Backend, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let url = format!("sqlite://{}", dir.path().join("contract.db").display());
+        let store = gatehouse::store::connect(&settings(url.clone()))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let options = SqliteConnectOptions::from_str(&url)
+            .map_err(|e| e.to_string())?
+            .busy_timeout(Duration::from_secs(10));
+        let raw = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("raw connect: {e}"))?;
+        Ok(Backend {
+            store,
+            raw: Raw::Sqlite(raw),
+            _cleanup: Cleanup::Dir(dir),
+        })
+    }
+
+    async fn open_server(kind: Kind, server_url: &str) -> Result<Backend, String> {
+        let name = format!("gh_contract_{:016x}", rand::random::<u64>());
+        let create = format!("CREATE DATABASE {name}");
+        match kind {
+            Kind::Postgres => {
+                let mut c = PgConnection::connect(server_url)
+                    .await
+                    .map_err(|e| format!("connect to {server_url}: {e}"))?;
+                c.execute(create.as_str()).await.map_err(|e| e.to_string())?;
+                let _ = c.close().await;
+            }
+            _ => {
+                let mut c = MySqlConnection::connect(server_url)
+                    .await
+                    .map_err(|e| format!("connect to {server_url}: {e}"))?;
+                c.execute(create.as_str()).await.map_err(|e| e.to_string())?;
+                let _ = c.close().await;
+            }
+        }
+        // From here on the database exists, so the guard must exist too.
+        let cleanup = Cleanup::Database(DropDatabase {
+            kind,
+            server_url: server_url.to_owned(),
+            name: name.clone(),
+        });
+        let url = with_database(server_url, &name)?;
+        let store = gatehouse::store::connect(&settings(url.clone()))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let raw = match kind {
+            Kind::Postgres => Raw::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| format!("raw connect: {e}"))?,
+            ),
+            _ => Raw::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| format!("raw connect: {e}"))?,
+            ),
+        };
+        Ok(Backend {
+            store,
+            raw,
+            _cleanup: cleanup,
+        })
+    }
+}
+
+type Body = fn(Arc<dyn Store>, Raw) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Runs `body` once per backend, each on a fresh database, and fails with every backend's
+/// failure named. A body runs in its own task so that its panic is caught, reported under
+/// the backend's name, and does not stop the other backends from being tested.
+async fn on_every_backend(test: &str, body: Body) {
+    let require_all = std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1");
+    let mut failures = Vec::new();
+    for kind in Kind::ALL {
+        let backend = match Backend::open(kind).await {
+            Ok(Some(backend)) => backend,
+            Ok(None) if require_all => {
+                failures.push(format!(
+                    "[{}] not tested: {} is not set and {REQUIRE_ALL}=1",
+                    kind.name(),
+                    kind.url_var().unwrap_or_default()
+                ));
+                continue;
+            }
+            Ok(None) => {
+                eprintln!(
+                    "{test}: skipping {} ({} not set)",
+                    kind.name(),
+                    kind.url_var().unwrap_or_default()
+                );
+                continue;
+            }
+            Err(e) => {
+                failures.push(format!("[{}] setup failed: {e}", kind.name()));
+                continue;
+            }
+        };
+        let task = tokio::spawn(body(backend.store.clone(), backend.raw.clone()));
+        let abort = task.abort_handle();
+        let outcome = tokio::time::timeout(BODY_TIMEOUT, task).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("[{}] {}", kind.name(), panic_message(e))),
+            Err(_) => {
+                abort.abort();
+                failures.push(format!("[{}] timed out after {BODY_TIMEOUT:?}", kind.name()));
+            }
+        }
+        backend.raw.close().await;
+    }
+    assert!(
+        failures.is_empty(),
+        "{test} failed:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+/// One `#[tokio::test]` per contract, named after it, running it on every backend.
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            on_every_backend(stringify!($name), |store, raw| Box::pin(contract::$name(store, raw)))
+                .await;
+        }
+    )*};
+}
+
+contract_tests![
+    a_user_is_found_by_username_email_or_phone_ignoring_case,
+    an_unknown_identifier_finds_nobody,
+    a_taken_username_email_or_phone_is_a_conflict,
+    users_without_a_phone_do_not_collide,
+    fifty_concurrent_registrations_of_one_username_give_one_success,
+    fifty_concurrent_registrations_of_one_email_give_one_success,
+    a_password_hash_is_replaced_only_while_it_is_still_the_old_one,
+    a_session_finds_its_user_within_the_idle_and_absolute_windows,
+    a_session_is_touched_only_when_its_last_use_is_older_than_touch_before,
+    an_expired_idle_unknown_or_disabled_session_finds_nobody,
+    a_deleted_session_finds_nobody_and_other_sessions_live_on,
+    issuing_a_code_kills_the_older_ones_and_queues_its_message,
+    a_code_is_live_only_until_it_expires,
+    twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five,
+    an_attempt_on_a_used_or_expired_code_is_refused,
+    ten_concurrent_redemptions_of_one_code_give_one_token,
+    an_expired_or_killed_code_cannot_be_redeemed,
+    a_reset_token_is_live_only_for_its_user_until_used_or_expired,
+    a_password_reset_consumes_the_token_and_revokes_everything_else,
+    a_password_reset_without_a_live_token_of_the_user_writes_nothing,
+    ten_concurrent_resets_with_one_token_give_one_success,
+    ten_concurrent_claims_of_one_due_message_give_it_to_one_caller,
+    a_claimed_message_is_not_claimed_again_until_its_lease_passes,
+    due_messages_are_claimed_oldest_first_and_future_ones_not_at_all,
+    retried_sent_and_failed_messages_move_along_as_documented,
+    purging_removes_expired_and_used_rows_and_old_finished_messages,
+    the_first_server_secret_wins,
+    the_schema_version_is_the_newest_migration_and_ping_answers,
+];
+
+// ---------------------------------------------------------------------------------------
+// The contracts
+// ---------------------------------------------------------------------------------------
+
+mod contract {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use gatehouse::domain::{Email, Identifier, Phone, Username};
+    use gatehouse::store::{
+        NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, Store, StoreError,
+        UserId,
+    };
+    use tokio::task::JoinSet;
+
+    use super::Raw;
+
+    /// An arbitrary fixed "now"; every time in these tests is relative to it.
+    const T0: i64 = 1_700_000_000;
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
+    fn username(s: &str) -> Username {
+        Username::parse(s).unwrap()
+    }
+
+    fn email(s: &str) -> Email {
+        Email::parse(s).unwrap()
+    }
+
+    fn phone(s: &str) -> Phone {
+        Phone::parse(s).unwrap()
+    }
+
+    fn id(s: &str) -> Identifier {
+        Identifier::parse(s).unwrap()
+    }
+
+    async fn create(
+        store: &Arc<dyn Store>,
+        name: &str,
+        mail: &str,
+        tel: Option<&str>,
+    ) -> Result<UserId, StoreError> {
+        let (u, e, p) = (username(name), email(mail), tel.map(phone));
+        store
+            .create_user(&NewUser {
+                username: &u,
+                email: &e,
+                phone: p.as_ref(),
+                password_hash: HASH,
+                now: T0,
+            })
+            .await
+    }
+
+    /// A user named `name` with address `name@example.com` and no phone.
+    async fn user(store: &Arc<dyn Store>, name: &str) -> UserId {
+        create(store, name, &format!("{name}@example.com"), None)
+            .await
+            .unwrap()
+    }
+
+    async fn session(store: &Arc<dyn Store>, user_id: UserId, token: &str, now: i64, expires_at: i64) {
+        store
+            .create_session(&NewSession {
+                user_id,
+                token_hash: token,
+                now,
+                expires_at,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Whether the session is live at `now` with a wide idle window and no touch.
+    async fn live(store: &Arc<dyn Store>, token: &str, now: i64) -> bool {
+        store
+            .session_user(token, now, i64::MIN, i64::MIN)
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// Issues a code with hash `code`, its message carrying payload `msg:<code>`; returns
+    /// the code's id (it is the user's live code right after).
+    async fn issue(store: &Arc<dyn Store>, user_id: UserId, code: &str, now: i64, expires_at: i64) -> i64 {
+        let payload = format!("msg:{code}");
+        store
+            .issue_code(
+                &NewCode {
+                    user_id,
+                    code_hash: code,
+                    now,
+                    expires_at,
+                },
+                &NewOutbox {
+                    channel: "email",
+                    payload: &payload,
+                    now,
+                },
+            )
+            .await
+            .unwrap();
+        let live = store.live_code(user_id, now).await.unwrap().unwrap();
+        assert_eq!(live.code_hash, code);
+        live.id
+    }
+
+    async fn redeem(store: &Arc<dyn Store>, user_id: UserId, code_id: i64, token: &str, now: i64, expires_at: i64) -> bool {
+        store
+            .redeem_code(
+                code_id,
+                &NewResetToken {
+                    user_id,
+                    token_hash: token,
+                    now,
+                    expires_at,
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    /// A live reset token `token` for the user, by issuing and redeeming a code.
+    async fn reset_token(store: &Arc<dyn Store>, user_id: UserId, token: &str) -> i64 {
+        let code_id = issue(store, user_id, &format!("code-for-{token}"), T0, T0 + 600).await;
+        assert!(redeem(store, user_id, code_id, token, T0, T0 + 600).await);
+        code_id
+    }
+
+    /// Claims every message due at `now` (with a lease far past it) and returns them.
+    async fn drain(store: &Arc<dyn Store>, now: i64) -> Vec<OutboxItem> {
+        let mut items = Vec::new();
+        while let Some(item) = store.claim_outbox(now, now + 1_000_000).await.unwrap() {
+            items.push(item);
+            assert!(items.len() < 1000, "claim_outbox keeps returning messages");
+        }
+        items
+    }
+
+    fn payloads(items: &[OutboxItem]) -> Vec<&str> {
+        items.iter().map(|i| i.payload.as_str()).collect()
+    }
+
+    // --- users ---------------------------------------------------------------------------
+
+    pub async fn a_user_is_found_by_username_email_or_phone_ignoring_case(store: Arc<dyn Store>, _: Raw) {
+        let alice = create(&store, "Alice_1", "Alice.Smith@Example.COM", Some("+1 415 555 0100"))
+            .await
+            .unwrap();
+        let bob = user(&store, "bob").await;
+        assert_ne!(alice, bob);
+
+        for by in [
+            "Alice_1",
+            "alice_1",
+            "ALICE_1",
+            "ａｌｉｃｅ_1",
+            "alice.smith@example.com",
+            "ALICE.SMITH@EXAMPLE.COM",
+            "+14155550100",
+            "+1 (415) 555-0100",
+        ] {
+            let found = store.find_user(&id(by)).await.unwrap();
+            let found = found.unwrap_or_else(|| panic!("{by:?} finds nobody"));
+            assert_eq!(found.id, alice, "{by:?}");
+            // The display forms are kept as typed; only lookups fold case.
+            assert_eq!(found.username, "Alice_1");
+            assert_eq!(found.email, "Alice.Smith@Example.COM");
+            assert_eq!(found.phone.as_deref(), Some("+14155550100"));
+            assert_eq!(found.password_hash, HASH);
+            assert_eq!(found.created_at, T0);
+            assert_eq!(found.disabled_at, None);
+        }
+        let found = store.find_user(&id("BOB")).await.unwrap().unwrap();
+        assert_eq!((found.id, found.phone), (bob, None));
+    }
+
+    pub async fn an_unknown_identifier_finds_nobody(store: Arc<dyn Store>, _: Raw) {
+        create(&store, "carol", "carol@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
+        for by in ["carol2", "carol@example.org", "+14155550102", "example.com"] {
+            if let Ok(by) = Identifier::parse(by) {
+                assert!(store.find_user(&by).await.unwrap().is_none(), "{by:?}");
+            }
+        }
+        // A username that looks like another user's email local part is not that user.
+        assert!(store.find_user(&id("carol.example")).await.unwrap().is_none());
+    }
+
+    pub async fn a_taken_username_email_or_phone_is_a_conflict(store: Arc<dyn Store>, _: Raw) {
+        let alice = create(&store, "alice", "alice@example.com", Some("+14155550100"))
+            .await
+            .unwrap();
+        for (name, mail, tel, what) in [
+            ("ALICE", "other1@example.com", None, "username in other case"),
+            ("ａｌｉｃｅ", "other2@example.com", None, "full-width username"),
+            ("other3", "Alice@EXAMPLE.com", None, "email in other case"),
+            ("other4", "other4@example.com", Some("+1 415 555 0100"), "phone"),
+        ] {
+            let got = create(&store, name, mail, tel).await;
+            assert!(matches!(got, Err(StoreError::Conflict)), "{what}: {got:?}");
+        }
+        // The refused inserts left nothing behind, and alice is untouched.
+        for by in ["other1", "other2@example.com", "other3", "other4"] {
+            assert!(store.find_user(&id(by)).await.unwrap().is_none(), "{by}");
+        }
+        assert_eq!(store.find_user(&id("alice")).await.unwrap().unwrap().id, alice);
+        // The names refused above are free for a fresh, non-colliding user.
+        create(&store, "other1", "other1@example.com", Some("+14155550199"))
+            .await
+            .unwrap();
+    }
+
+    pub async fn users_without_a_phone_do_not_collide(store: Arc<dyn Store>, _: Raw) {
+        let a = create(&store, "nophone1", "nophone1@example.com", None).await.unwrap();
+        let b = create(&store, "nophone2", "nophone2@example.com", None).await.unwrap();
+        let c = create(&store, "nophone3", "nophone3@example.com", None).await.unwrap();
+        assert_eq!(HashSet::from([a, b, c]).len(), 3);
+    }
+
+    /// Runs 50 registrations at once, `make(i)` giving the i-th's username and email, and
+    /// checks that exactly one succeeds and 49 are refused as conflicts.
+    async fn fifty_at_once(store: Arc<dyn Store>, make: fn(usize) -> (String, String), find: &str) {
+        let mut tasks = JoinSet::new();
+        for i in 0..50 {
+            let store = store.clone();
+            let (name, mail) = make(i);
+            tasks.spawn(async move { create(&store, &name, &mail, None).await });
+        }
+        let (mut ok, mut conflict) = (Vec::new(), 0);
+        while let Some(result) = tasks.join_next().await {
+            match result.unwrap() {
+                Ok(id) => ok.push(id),
+                Err(StoreError::Conflict) => conflict += 1,
+                Err(e) => panic!("a registration failed with something other than Conflict: {e:?}"),
+            }
+        }
+        assert_eq!((ok.len(), conflict), (1, 49), "successes {ok:?}");
+        assert_eq!(store.find_user(&id(find)).await.unwrap().unwrap().id, ok[0]);
+    }
+
+    pub async fn fifty_concurrent_registrations_of_one_username_give_one_success(store: Arc<dyn Store>, _: Raw) {
+        fifty_at_once(
+            store,
+            |i| {
+                let name = if i % 2 == 0 { "Racer" } else { "rACER" };
+                (name.into(), format!("racer{i}@example.com"))
+            },
+            "racer",
+        )
+        .await;
+    }
+
+    pub async fn fifty_concurrent_registrations_of_one_email_give_one_success(store: Arc<dyn Store>, _: Raw) {
+        fifty_at_once(
+            store,
+            |i| {
+                let mail = if i % 2 == 0 { "Race@Example.com" } else { "race@EXAMPLE.COM" };
+                (format!("racer{i}"), mail.into())
+            },
+            "race@example.com",
+        )
+        .await;
+    }
+
+    pub async fn a_password_hash_is_replaced_only_while_it_is_still_the_old_one(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        assert!(store.replace_password_hash(alice, HASH, "rehash-1", T0 + 1).await.unwrap());
+        // A second rehash computed from the original hash lost the race: refused.
+        assert!(!store.replace_password_hash(alice, HASH, "rehash-2", T0 + 2).await.unwrap());
+        // The old hash of one user says nothing about another user's row.
+        assert!(!store.replace_password_hash(alice + bob + 100, HASH, "x", T0).await.unwrap());
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.password_hash, "rehash-1");
+        assert_eq!(store.find_user(&id("bob")).await.unwrap().unwrap().password_hash, HASH);
+    }
+
+    // --- sessions ------------------------------------------------------------------------
+
+    pub async fn a_session_finds_its_user_within_the_idle_and_absolute_windows(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        user(&store, "bob").await;
+        session(&store, alice, "tok-a", T0, T0 + 1000).await;
+        // Within both windows: last use (T0) after the idle cutoff, before expiry.
+        let found = store.session_user("tok-a", T0 + 999, T0 - 1, T0 - 1).await.unwrap();
+        let found = found.expect("a live session finds its user");
+        assert_eq!((found.id, found.username.as_str()), (alice, "alice"));
+        // Both bounds are exclusive: expired at expires_at, idle at last_seen_at.
+        assert!(store.session_user("tok-a", T0 + 1000, T0 - 1, T0 - 1).await.unwrap().is_none());
+        assert!(store.session_user("tok-a", T0 + 10, T0, T0 - 1).await.unwrap().is_none());
+    }
+
+    pub async fn a_session_is_touched_only_when_its_last_use_is_older_than_touch_before(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        session(&store, alice, "tok", T0, T0 + 10_000).await;
+        // Last use T0 is older than T0 + 50: recorded as T0 + 100.
+        assert!(store.session_user("tok", T0 + 100, T0 - 1, T0 + 50).await.unwrap().is_some());
+        // Idle cutoff T0 + 99 would have ended it without the touch.
+        assert!(store.session_user("tok", T0 + 120, T0 + 99, T0 + 90).await.unwrap().is_some());
+        // Last use T0 + 100 is not older than T0 + 90: the call at T0 + 120 wrote nothing,
+        // so a cutoff of T0 + 100 ends the session.
+        assert!(store.session_user("tok", T0 + 130, T0 + 100, i64::MIN).await.unwrap().is_none());
+    }
+
+    pub async fn an_expired_idle_unknown_or_disabled_session_finds_nobody(store: Arc<dyn Store>, raw: Raw) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        session(&store, alice, "expired", T0, T0 + 10).await;
+        session(&store, alice, "idle", T0, T0 + 10_000).await;
+        session(&store, bob, "disabled", T0, T0 + 10_000).await;
+        let at = T0 + 20;
+        assert!(store.session_user("expired", at, T0 - 1, i64::MIN).await.unwrap().is_none());
+        assert!(store.session_user("idle", at, T0 + 5, i64::MIN).await.unwrap().is_none());
+        assert!(store.session_user("unknown", at, T0 - 1, i64::MIN).await.unwrap().is_none());
+        assert!(live(&store, "disabled", at).await);
+        // The trait has no "disable" (that is an admin action); set the column directly.
+        raw.exec(&format!("UPDATE users SET disabled_at = {} WHERE id = {bob}", T0 + 15))
+            .await;
+        assert!(!live(&store, "disabled", at).await);
+        // Lookups still find a disabled user (the caller refuses them, uniformly).
+        let found = store.find_user(&id("bob")).await.unwrap().unwrap();
+        assert_eq!(found.disabled_at, Some(T0 + 15));
+        // A refused session is not revived by a later, valid-looking call either.
+        assert!(!live(&store, "expired", T0 + 5).await || T0 + 5 < T0 + 10);
+    }
+
+    pub async fn a_deleted_session_finds_nobody_and_other_sessions_live_on(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        session(&store, alice, "tok-1", T0, T0 + 1000).await;
+        session(&store, alice, "tok-2", T0, T0 + 1000).await;
+        store.delete_session("tok-1").await.unwrap();
+        assert!(!live(&store, "tok-1", T0 + 1).await);
+        assert!(live(&store, "tok-2", T0 + 1).await);
+        // Deleting what is not there (a double logout) is not an error.
+        store.delete_session("tok-1").await.unwrap();
+        store.delete_session("never-existed").await.unwrap();
+    }
+
+    // --- codes ---------------------------------------------------------------------------
+
+    pub async fn issuing_a_code_kills_the_older_ones_and_queues_its_message(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let first = issue(&store, alice, "code-1", T0, T0 + 600).await;
+        let bobs = issue(&store, bob, "code-bob", T0, T0 + 600).await;
+        let second = issue(&store, alice, "code-2", T0 + 1, T0 + 601).await;
+        assert_ne!(first, second);
+        let live = store.live_code(alice, T0 + 2).await.unwrap().unwrap();
+        assert_eq!((live.id, live.code_hash.as_str()), (second, "code-2"));
+        // The older code is dead for every purpose, not just hidden by live_code.
+        assert!(!store.claim_attempt(first, T0 + 2, 5).await.unwrap());
+        assert!(!redeem(&store, alice, first, "tok", T0 + 2, T0 + 600).await);
+        // Another user's code is untouched.
+        assert_eq!(store.live_code(bob, T0 + 2).await.unwrap().unwrap().id, bobs);
+        // Each issue queued its message, on the channel given.
+        let items = drain(&store, T0 + 2).await;
+        assert_eq!(payloads(&items), ["msg:code-1", "msg:code-bob", "msg:code-2"]);
+        assert!(items.iter().all(|i| i.channel == "email" && i.attempts == 1));
+    }
+
+    pub async fn a_code_is_live_only_until_it_expires(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        assert!(store.live_code(alice, T0).await.unwrap().is_none());
+        let code = issue(&store, alice, "code", T0, T0 + 600).await;
+        assert_eq!(store.live_code(alice, T0 + 599).await.unwrap().unwrap().id, code);
+        assert!(store.live_code(alice, T0 + 600).await.unwrap().is_none());
+    }
+
+    pub async fn twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let code = issue(&store, alice, "code", T0, T0 + 600).await;
+        let mut tasks = JoinSet::new();
+        for _ in 0..20 {
+            let store = store.clone();
+            tasks.spawn(async move { store.claim_attempt(code, T0 + 1, 5).await.unwrap() });
+        }
+        let mut taken = 0;
+        while let Some(got) = tasks.join_next().await {
+            taken += usize::from(got.unwrap());
+        }
+        assert_eq!(taken, 5);
+        assert!(!store.claim_attempt(code, T0 + 2, 5).await.unwrap());
+        // Spent attempts do not kill the code; a higher cap would allow more.
+        assert!(store.claim_attempt(code, T0 + 2, 6).await.unwrap());
+    }
+
+    pub async fn an_attempt_on_a_used_or_expired_code_is_refused(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let code = issue(&store, alice, "code", T0, T0 + 600).await;
+        assert!(store.claim_attempt(code, T0 + 599, 5).await.unwrap());
+        assert!(!store.claim_attempt(code, T0 + 600, 5).await.unwrap());
+        assert!(store.claim_attempt(code, T0 + 1, 5).await.unwrap());
+        assert!(redeem(&store, alice, code, "tok", T0 + 1, T0 + 600).await);
+        assert!(!store.claim_attempt(code, T0 + 2, 5).await.unwrap());
+        assert!(!store.claim_attempt(code + 1000, T0 + 2, 5).await.unwrap());
+    }
+
+    pub async fn ten_concurrent_redemptions_of_one_code_give_one_token(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let code = issue(&store, alice, "code", T0, T0 + 600).await;
+        let mut tasks = JoinSet::new();
+        for i in 0..10 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let token = format!("tok-{i}");
+                (redeem(&store, alice, code, &token, T0 + 1, T0 + 900).await, token)
+            });
+        }
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        while let Some(got) = tasks.join_next().await {
+            let (won, token) = got.unwrap();
+            if won { winners.push(token) } else { losers.push(token) }
+        }
+        assert_eq!(winners.len(), 1, "winners {winners:?}");
+        assert!(store.reset_token_live(alice, &winners[0], T0 + 2).await.unwrap());
+        // The losers' tokens were never stored (their transactions wrote nothing).
+        for token in &losers {
+            assert!(!store.reset_token_live(alice, token, T0 + 2).await.unwrap(), "{token}");
+        }
+        assert!(store.live_code(alice, T0 + 2).await.unwrap().is_none());
+    }
+
+    pub async fn an_expired_or_killed_code_cannot_be_redeemed(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let expiring = issue(&store, alice, "code-1", T0, T0 + 600).await;
+        assert!(!redeem(&store, alice, expiring, "tok-1", T0 + 600, T0 + 1200).await);
+        assert!(!store.reset_token_live(alice, "tok-1", T0 + 601).await.unwrap());
+        let killed = issue(&store, alice, "code-2", T0 + 1, T0 + 600).await;
+        issue(&store, alice, "code-3", T0 + 2, T0 + 600).await;
+        assert!(!redeem(&store, alice, killed, "tok-2", T0 + 3, T0 + 600).await);
+        assert!(!store.reset_token_live(alice, "tok-2", T0 + 4).await.unwrap());
+    }
+
+    // --- password reset ------------------------------------------------------------------
+
+    pub async fn a_reset_token_is_live_only_for_its_user_until_used_or_expired(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        reset_token(&store, alice, "tok").await;
+        assert!(store.reset_token_live(alice, "tok", T0 + 599).await.unwrap());
+        assert!(!store.reset_token_live(alice, "tok", T0 + 600).await.unwrap());
+        assert!(!store.reset_token_live(bob, "tok", T0 + 1).await.unwrap());
+        assert!(!store.reset_token_live(alice, "other", T0 + 1).await.unwrap());
+        assert!(store.reset_password(alice, "tok", "new", T0 + 1, None).await.unwrap());
+        assert!(!store.reset_token_live(alice, "tok", T0 + 2).await.unwrap());
+    }
+
+    pub async fn a_password_reset_consumes_the_token_and_revokes_everything_else(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        reset_token(&store, alice, "tok-1").await;
+        reset_token(&store, alice, "tok-2").await;
+        issue(&store, alice, "code-live", T0, T0 + 600).await;
+        session(&store, alice, "sess-1", T0, T0 + 10_000).await;
+        session(&store, alice, "sess-2", T0, T0 + 10_000).await;
+        reset_token(&store, bob, "tok-bob").await;
+        issue(&store, bob, "code-bob", T0, T0 + 600).await;
+        session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
+        let before = drain(&store, T0).await.len();
+
+        let notice = NewOutbox {
+            channel: "sms",
+            payload: "notice:alice",
+            now: T0 + 5,
+        };
+        assert!(store.reset_password(alice, "tok-1", "new-hash", T0 + 5, Some(&notice)).await.unwrap());
+
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.password_hash, "new-hash");
+        assert!(!live(&store, "sess-1", T0 + 6).await);
+        assert!(!live(&store, "sess-2", T0 + 6).await);
+        assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
+        assert!(!store.reset_token_live(alice, "tok-1", T0 + 6).await.unwrap());
+        assert!(!store.reset_token_live(alice, "tok-2", T0 + 6).await.unwrap());
+        // Consumed once: neither token works again.
+        assert!(!store.reset_password(alice, "tok-1", "again", T0 + 7, None).await.unwrap());
+        assert!(!store.reset_password(alice, "tok-2", "again", T0 + 7, None).await.unwrap());
+        assert_eq!(store.find_user(&id("alice")).await.unwrap().unwrap().password_hash, "new-hash");
+        // The notice was queued, once, as given.
+        let items = drain(&store, T0 + 10).await;
+        assert_eq!(payloads(&items), ["notice:alice"]);
+        assert_eq!(items[0].channel, "sms");
+        assert!(before >= 5);
+        // Bob is untouched.
+        assert!(live(&store, "sess-bob", T0 + 6).await);
+        assert_eq!(store.live_code(bob, T0 + 6).await.unwrap().unwrap().code_hash, "code-bob");
+        assert!(store.reset_token_live(bob, "tok-bob", T0 + 6).await.unwrap());
+        assert_eq!(store.find_user(&id("bob")).await.unwrap().unwrap().password_hash, HASH);
+    }
+
+    pub async fn a_password_reset_without_a_live_token_of_the_user_writes_nothing(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        reset_token(&store, alice, "tok-alice").await;
+        reset_token(&store, bob, "tok-used").await;
+        assert!(store.reset_password(bob, "tok-used", "bob-new", T0 + 1, None).await.unwrap());
+        reset_token(&store, bob, "tok-bob").await;
+        for who in [alice, bob] {
+            issue(&store, who, &format!("code-{who}"), T0 + 2, T0 + 600).await;
+            session(&store, who, &format!("sess-{who}"), T0 + 2, T0 + 10_000).await;
+        }
+        drain(&store, T0 + 2).await;
+
+        let notice = NewOutbox {
+            channel: "email",
+            payload: "notice",
+            now: T0 + 3,
+        };
+        for (who, token, now, why) in [
+            (bob, "tok-alice", T0 + 3, "another user's token"),
+            (alice, "tok-bob", T0 + 3, "another user's token"),
+            (bob, "tok-used", T0 + 3, "a used token"),
+            (alice, "tok-alice", T0 + 600, "an expired token"),
+            (alice, "no-such-token", T0 + 3, "an unknown token"),
+        ] {
+            let done = store.reset_password(who, token, "evil", now, Some(&notice)).await.unwrap();
+            assert!(!done, "reset with {why} succeeded");
+        }
+        for (who, name, hash) in [(alice, "alice", HASH), (bob, "bob", "bob-new")] {
+            assert_eq!(store.find_user(&id(name)).await.unwrap().unwrap().password_hash, hash);
+            assert!(live(&store, &format!("sess-{who}"), T0 + 4).await, "{name}'s session");
+            let code = store.live_code(who, T0 + 4).await.unwrap();
+            assert_eq!(code.unwrap().code_hash, format!("code-{who}"));
+        }
+        assert!(store.reset_token_live(alice, "tok-alice", T0 + 4).await.unwrap());
+        assert!(store.reset_token_live(bob, "tok-bob", T0 + 4).await.unwrap());
+        assert!(drain(&store, T0 + 10).await.is_empty(), "a notice was queued");
+    }
+
+    pub async fn ten_concurrent_resets_with_one_token_give_one_success(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        reset_token(&store, alice, "tok").await;
+        drain(&store, T0).await;
+        let mut tasks = JoinSet::new();
+        for i in 0..10 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let hash = format!("hash-{i}");
+                let notice = NewOutbox {
+                    channel: "email",
+                    payload: &hash,
+                    now: T0 + 1,
+                };
+                let done = store.reset_password(alice, "tok", &hash, T0 + 1, Some(&notice)).await;
+                (done.unwrap(), hash)
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(got) = tasks.join_next().await {
+            let (won, hash) = got.unwrap();
+            if won {
+                winners.push(hash);
+            }
+        }
+        assert_eq!(winners.len(), 1, "winners {winners:?}");
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.password_hash, winners[0]);
+        assert_eq!(payloads(&drain(&store, T0 + 2).await), [winners[0].as_str()]);
+    }
+
+    // --- outbox --------------------------------------------------------------------------
+
+    pub async fn ten_concurrent_claims_of_one_due_message_give_it_to_one_caller(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        issue(&store, alice, "code", T0, T0 + 600).await;
+        let mut tasks = JoinSet::new();
+        for _ in 0..10 {
+            let store = store.clone();
+            tasks.spawn(async move { store.claim_outbox(T0 + 1, T0 + 61).await.unwrap() });
+        }
+        let mut claimed = Vec::new();
+        while let Some(got) = tasks.join_next().await {
+            claimed.extend(got.unwrap());
+        }
+        assert_eq!(payloads(&claimed), ["msg:code"]);
+        assert_eq!((claimed[0].channel.as_str(), claimed[0].attempts), ("email", 1));
+    }
+
+    pub async fn a_claimed_message_is_not_claimed_again_until_its_lease_passes(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        issue(&store, alice, "code", T0, T0 + 600).await;
+        let first = store.claim_outbox(T0, T0 + 60).await.unwrap().unwrap();
+        assert_eq!(first.attempts, 1);
+        assert!(store.claim_outbox(T0 + 1, T0 + 61).await.unwrap().is_none());
+        assert!(store.claim_outbox(T0 + 59, T0 + 119).await.unwrap().is_none());
+        // The claimer died without reporting: at the lease's end the message is due again,
+        // with its attempt counted.
+        let again = store.claim_outbox(T0 + 60, T0 + 120).await.unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (first.id, 2));
+        assert_eq!(again.payload, "msg:code");
+    }
+
+    pub async fn due_messages_are_claimed_oldest_first_and_future_ones_not_at_all(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        issue(&store, bob, "later", T0 + 10, T0 + 600).await;
+        issue(&store, alice, "sooner", T0 + 5, T0 + 600).await;
+        // A message is due from the moment it was queued, not before.
+        assert!(store.claim_outbox(T0 + 4, T0 + 100).await.unwrap().is_none());
+        let items = drain(&store, T0 + 10).await;
+        assert_eq!(payloads(&items), ["msg:sooner", "msg:later"]);
+    }
+
+    pub async fn retried_sent_and_failed_messages_move_along_as_documented(store: Arc<dyn Store>, _: Raw) {
+        let alice = user(&store, "alice").await;
+        issue(&store, alice, "retried", T0, T0 + 600).await;
+        let item = store.claim_outbox(T0, T0 + 60).await.unwrap().unwrap();
+        // A retry releases the lease but is due only at next_attempt_at.
+        store.outbox_retry(item.id, T0 + 30, "smtp: 421 try later").await.unwrap();
+        assert!(store.claim_outbox(T0 + 29, T0 + 89).await.unwrap().is_none());
+        let item = store.claim_outbox(T0 + 30, T0 + 90).await.unwrap().unwrap();
+        assert_eq!((item.attempts, item.payload.as_str()), (2, "msg:retried"));
+        // Sent: never claimed again, even after its lease.
+        store.outbox_sent(item.id, T0 + 31).await.unwrap();
+        assert!(store.claim_outbox(T0 + 1000, T0 + 1060).await.unwrap().is_none());
+
+        issue(&store, alice, "failing", T0 + 40, T0 + 600).await;
+        let item = store.claim_outbox(T0 + 40, T0 + 100).await.unwrap().unwrap();
+        assert_eq!(item.payload, "msg:failing");
+        // Failed: given up, never claimed again.
+        store.outbox_failed(item.id, T0 + 41, "smtp: 550 no such user").await.unwrap();
+        assert!(store.claim_outbox(T0 + 1000, T0 + 1060).await.unwrap().is_none());
+    }
+
+    pub async fn purging_removes_expired_and_used_rows_and_old_finished_messages(store: Arc<dyn Store>, raw: Raw) {
+        let (u, v, w) = (user(&store, "u").await, user(&store, "v").await, user(&store, "w").await);
+        session(&store, u, "sess-live", T0, T0 + 1000).await;
+        session(&store, u, "sess-dead", T0, T0 + 10).await;
+        issue(&store, u, "u-killed", T0, T0 + 1000).await; // killed by the next: used
+        issue(&store, u, "u-live", T0 + 1, T0 + 1000).await; // stays
+        issue(&store, v, "v-expired", T0 + 2, T0 + 10).await; // expired
+        let w_code = issue(&store, w, "w-redeemed", T0 + 3, T0 + 1000).await; // used…
+        assert!(redeem(&store, w, w_code, "tok-expired", T0 + 3, T0 + 10).await); // …expired
+        let items = drain(&store, T0 + 3).await;
+        assert_eq!(items.len(), 4);
+        // Sent before the cutoff, failed before it, sent after it, still pending.
+        store.outbox_sent(items[0].id, T0 + 5).await.unwrap();
+        store.outbox_failed(items[1].id, T0 + 6, "gave up").await.unwrap();
+        store.outbox_sent(items[2].id, T0 + 500).await.unwrap();
+        store.outbox_retry(items[3].id, T0 + 5000, "later").await.unwrap();
+
+        // 1 session + 3 codes + 1 token + 2 messages.
+        assert_eq!(store.purge_expired(T0 + 100, T0 + 10).await.unwrap(), 7);
+        assert_eq!(store.purge_expired(T0 + 100, T0 + 10).await.unwrap(), 0);
+
+        assert_eq!(raw.count("SELECT COUNT(*) FROM sessions").await, 1);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM otp_codes").await, 1);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM reset_tokens").await, 0);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM outbox").await, 2);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM users").await, 3);
+        assert!(live(&store, "sess-live", T0 + 100).await);
+        let code = store.live_code(u, T0 + 100).await.unwrap().unwrap();
+        assert_eq!(code.code_hash, "u-live");
+        let pending = drain(&store, T0 + 5000).await;
+        assert_eq!(payloads(&pending), [items[3].payload.as_str()]);
+    }
+
+    // --- server secret and housekeeping --------------------------------------------------
+
+    pub async fn the_first_server_secret_wins(store: Arc<dyn Store>, _: Raw) {
+        let mut tasks = JoinSet::new();
+        for i in 0..10 {
+            let store = store.clone();
+            tasks.spawn(async move { store.server_secret(&format!("secret-{i:02}")).await.unwrap() });
+        }
+        let mut seen = HashSet::new();
+        while let Some(got) = tasks.join_next().await {
+            seen.insert(got.unwrap());
+        }
+        assert_eq!(seen.len(), 1, "instances disagree on the secret: {seen:?}");
+        let winner = seen.into_iter().next().unwrap();
+        assert!(winner.starts_with("secret-"), "{winner}");
+        assert_eq!(store.server_secret("a-later-candidate").await.unwrap(), winner);
+    }
+
+    pub async fn the_schema_version_is_the_newest_migration_and_ping_answers(store: Arc<dyn Store>, _: Raw) {
+        assert!(store.schema_version().await.unwrap() >= 1);
+        store.ping().await.unwrap();
+    }
+}
