@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod metrics;
 pub mod notify;
 pub mod routes;
 pub mod startup;

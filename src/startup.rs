@@ -81,6 +81,7 @@ impl Application {
             settings: settings.outbox.clone(),
             wake: outbox_wake.clone(),
         };
+        crate::metrics::handle();
         let listener = TcpListener::bind(settings.listen_addr).await?;
         tracing::info!(
             hash_concurrency = hasher.concurrency(),

@@ -326,7 +326,7 @@ fn extract_code_panics_without_a_code() {
 }
 
 #[tokio::test]
-#[ignore = "needs the server"]
+
 async fn spawns_the_server() {
     let app = TestApp::spawn().await;
     let resp = app.get("/healthz", None).await;

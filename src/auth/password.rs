@@ -115,6 +115,7 @@ impl PasswordHasher {
         &self,
         job: impl FnOnce(&Inner) -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        let queued = std::time::Instant::now();
         let permit = self
             .permits
             .clone()
@@ -122,9 +123,15 @@ impl PasswordHasher {
             .await
             .map_err(|_| HashError::Closed)?;
         let inner = self.inner.clone();
+        metrics::histogram!("gatehouse_password_hash_queue_wait_seconds")
+            .record(queued.elapsed().as_secs_f64());
         Ok(tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            job(&inner)
+            let started = std::time::Instant::now();
+            let out = job(&inner);
+            metrics::histogram!("gatehouse_password_hash_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            out
         })
         .await?)
     }

@@ -83,6 +83,13 @@ impl OutboxWorker {
                 Err(_) => Err(NotifyError::Temporary("timed out".into())),
             };
         let done = crate::state::now();
+        let outcome = match &result {
+            Ok(()) => "delivered",
+            Err(NotifyError::Permanent(_)) => "failed_permanently",
+            Err(NotifyError::Temporary(_)) => "failed_temporarily",
+        };
+        metrics::counter!("gatehouse_outbox_deliveries_total", "channel" => item.channel.clone(), "result" => outcome)
+            .increment(1);
         match result {
             Ok(()) => {
                 self.store.outbox_sent(item.id, done).await?;

@@ -61,6 +61,7 @@ async fn login(
         .map_err(ApiError::internal)?;
     let Some(user) = user.filter(|_| verdict.ok) else {
         tracing::info!("login failed");
+        metrics::counter!("gatehouse_logins_total", "result" => "failed").increment(1);
         return Err(ApiError::InvalidCredentials);
     };
     state
@@ -102,6 +103,7 @@ async fn login(
         })
         .await?;
     tracing::info!(user_id = user.id, "login succeeded");
+    metrics::counter!("gatehouse_logins_total", "result" => "succeeded").increment(1);
     let cookie = set_cookie(
         SESSION_COOKIE,
         &token,

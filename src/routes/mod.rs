@@ -37,5 +37,9 @@ pub(crate) async fn limit(state: &AppState, rule: &Rule, name: &str, key: &str) 
         .limiter
         .check(rule, &format!("{name}:{key}"))
         .await
-        .map_err(ApiError::RateLimited)
+        .map_err(|wait| {
+            metrics::counter!("gatehouse_rate_limit_rejections_total", "rule" => name.to_owned())
+                .increment(1);
+            ApiError::RateLimited(wait)
+        })
 }

@@ -139,6 +139,10 @@ async fn issue_code(
     Ok(())
 }
 
+fn code_event(event: &'static str) {
+    metrics::counter!("gatehouse_otp_codes_total", "event" => event).increment(1);
+}
+
 fn seal(state: &AppState, message: &Message) -> Result<String> {
     let json = serde_json::to_vec(message).map_err(ApiError::internal)?;
     Ok(state.keys.seal(&json))
@@ -186,11 +190,11 @@ async fn validate_otp(
         .await?
         .filter(|u| u.disabled_at.is_none())
         .ok_or(ApiError::InvalidOtp)?;
-    let code = state
-        .store
-        .live_code(user.id, now)
-        .await?
-        .ok_or(ApiError::InvalidOtp)?;
+    let Some(code) = state.store.live_code(user.id, now).await? else {
+        // No live code: it expired, was used or cancelled, or none was asked for.
+        code_event("expired");
+        return Err(ApiError::InvalidOtp);
+    };
     let max = state.settings.recovery.otp_max_attempts;
     if !state.store.claim_attempt(code.id, now, max).await? {
         return Err(ApiError::InvalidOtp);
@@ -220,6 +224,7 @@ async fn validate_otp(
         return Err(ApiError::InvalidOtp);
     }
     tracing::info!(user_id = user.id, "recovery code validated");
+    code_event("validated");
     let cookie = set_cookie(
         RESET_COOKIE,
         &token,

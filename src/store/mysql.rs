@@ -17,10 +17,11 @@
 //!   sqlx takes it for VARBINARY (sqlx issue #3387). Such columns are read through
 //!   `CONVERT(… USING utf8mb4)`, which yields the same text under a non-binary collation.
 
+use std::future::Future;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{Executor, MySql, MySqlPool, Transaction};
 
 use super::{
@@ -209,24 +210,29 @@ impl Store for MySqlStore {
     }
 
     async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
-            .bind(code.now)
+        // Two issues for a user without codes both take the same gap lock in the UPDATE
+        // and then block each other's INSERT: a deadlock, which InnoDB breaks by rolling
+        // one back. Run again, the loser sees the winner's code and kills it.
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+                .bind(code.now)
+                .bind(code.user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            )
             .bind(code.user_id)
+            .bind(code.code_hash)
+            .bind(code.now)
+            .bind(code.expires_at)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(code.user_id)
-        .bind(code.code_hash)
-        .bind(code.now)
-        .bind(code.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        enqueue(&mut tx, message).await?;
-        tx.commit().await?;
-        Ok(())
+            enqueue(&mut tx, message).await?;
+            tx.commit().await
+        })
+        .await
     }
 
     async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
@@ -258,30 +264,33 @@ impl Store for MySqlStore {
     }
 
     async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE otp_codes SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ?",
-        )
-        .bind(token.now)
-        .bind(code_id)
-        .bind(token.now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            // Dropping the transaction rolls it back.
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(token.user_id)
-        .bind(token.token_hash)
-        .bind(token.now)
-        .bind(token.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE otp_codes SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ?",
+            )
+            .bind(token.now)
+            .bind(code_id)
+            .bind(token.now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                // Dropping the transaction rolls it back.
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(token.user_id)
+            .bind(token.token_hash)
+            .bind(token.now)
+            .bind(token.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn reset_token_live(
@@ -310,78 +319,87 @@ impl Store for MySqlStore {
         now: i64,
         notice: Option<&NewOutbox<'_>>,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        // Consuming the token first takes its row lock: a second reset with the same token
-        // waits here, then matches nothing and writes nothing.
-        let consumed = sqlx::query(
-            "UPDATE reset_tokens SET used_at = ?
-             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
-        )
-        .bind(now)
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if consumed.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
-            .bind(new_hash)
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // Consuming the token first takes its row lock: a second reset with the same
+            // token waits here, then matches nothing and writes nothing.
+            let consumed = sqlx::query(
+                "UPDATE reset_tokens SET used_at = ?
+                 WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if consumed.rows_affected() != 1 {
+                return Ok(false);
+            }
+            sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+                .bind(new_hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+            )
             .bind(now)
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(message) = notice {
-            enqueue(&mut tx, message).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+            sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(message) = notice {
+                enqueue(&mut tx, message).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {
         // Several instances poll the same table. FOR UPDATE locks the chosen row until
         // commit, and SKIP LOCKED makes a concurrent claimer pass over it (and over rows
         // another claimer holds) instead of waiting and then taking the same message.
-        let mut tx = self.pool.begin().await?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM outbox
-             WHERE status = 'pending' AND next_attempt_at <= ? AND locked_until <= ?
-             ORDER BY next_attempt_at, id LIMIT 1
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(now)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = id else {
-            return Ok(None);
-        };
-        sqlx::query("UPDATE outbox SET locked_until = ?, attempts = attempts + 1 WHERE id = ?")
-            .bind(locked_until)
-            .bind(id)
-            .execute(&mut *tx)
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM outbox
+                 WHERE status = 'pending' AND next_attempt_at <= ? AND locked_until <= ?
+                 ORDER BY next_attempt_at, id LIMIT 1
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&mut *tx)
             .await?;
-        let item = sqlx::query_as("SELECT id, channel, payload, attempts FROM outbox WHERE id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(item))
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            sqlx::query("UPDATE outbox SET locked_until = ?, attempts = attempts + 1 WHERE id = ?")
+                .bind(locked_until)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let item =
+                sqlx::query_as("SELECT id, channel, payload, attempts FROM outbox WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            Ok(Some(item))
+        })
+        .await
     }
 
     async fn outbox_sent(&self, id: i64, now: i64) -> StoreResult<()> {
@@ -422,7 +440,10 @@ impl Store for MySqlStore {
     }
 
     async fn purge_expired(&self, now: i64, sent_before: i64) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
+        // Each DELETE commits on its own: nothing needs the four to be atomic, and one
+        // transaction would hold the row and gap locks of all four tables (blocking new
+        // sessions and codes meanwhile) and could deadlock with a password reset that
+        // locks the same tables in another order.
         let mut n = 0;
         for (sql, bound) in [
             ("DELETE FROM sessions WHERE expires_at <= ?", now),
@@ -439,13 +460,12 @@ impl Store for MySqlStore {
                 sent_before,
             ),
         ] {
-            n += sqlx::query(sql)
-                .bind(bound)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            n += retry_on_deadlock(move || async move {
+                sqlx::query(sql).bind(bound).execute(&self.pool).await
+            })
+            .await?
+            .rows_affected();
         }
-        tx.commit().await?;
         Ok(n)
     }
 
@@ -460,6 +480,41 @@ impl Store for MySqlStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// How many times a transaction is run in all when InnoDB keeps picking it as the victim
+/// of a deadlock.
+const DEADLOCK_TRIES: u32 = 4;
+
+/// MySQL/MariaDB error 1213, ER_LOCK_DEADLOCK.
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// Runs a transaction, and runs it again when InnoDB rolled it back to break a deadlock.
+/// Row and gap locks make deadlocks between concurrent requests possible even when every
+/// statement is correct, and the server's advice is to retry. A deadlock rolls back the
+/// whole transaction (a lock wait timeout, by contrast, only the statement, and is not
+/// retried), so running it again from the start is safe.
+async fn retry_on_deadlock<T, F, Fut>(mut run: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match run().await {
+            Err(e) if tries < DEADLOCK_TRIES && is_deadlock(&e) => tries += 1,
+            done => return Ok(done?),
+        }
+    }
+}
+
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == ER_LOCK_DEADLOCK),
+        _ => false,
     }
 }
 

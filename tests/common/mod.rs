@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod db;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -874,6 +876,8 @@ pub struct TestApp {
     readers: Vec<JoinHandle<()>>,
     logs: Arc<Mutex<String>>,
     /// Declared last so it is removed after the process is gone.
+    /// Dropped after the process is killed, then the directory.
+    database: db::TestDatabase,
     dir: tempfile::TempDir,
 }
 
@@ -902,14 +906,11 @@ impl TestApp {
             .expect("create a temporary directory");
         let smtp = SmtpSink::start();
         let twilio = TwilioMock::start();
-        let db_path = dir.path().join("gatehouse.db");
+        let database = db::TestDatabase::create(dir.path());
 
         let mut env: Vec<(String, String)> = vec![
             ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
-            (
-                "DATABASE_URL".into(),
-                format!("sqlite://{}", db_path.display()),
-            ),
+            ("DATABASE_URL".into(), database.url.clone()),
             ("COOKIE_SECURE".into(), "false".into()),
             ("ARGON2_MEMORY_KIB".into(), "1024".into()),
             ("ARGON2_ITERATIONS".into(), "1".into()),
@@ -953,6 +954,7 @@ impl TestApp {
             exit: None,
             readers: Vec::new(),
             logs: Arc::new(Mutex::new(String::new())),
+            database,
             dir,
         };
         app.start_process().await?;
