@@ -15,6 +15,13 @@ fn secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s.to_owned()))
 }
 
+fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR like 10.0.0.0/8"))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("not a duration like 30s, 10m or 12h: {e}"))
 }
@@ -75,6 +82,20 @@ pub struct Settings {
 
     #[command(flatten)]
     pub limits: LimitSettings,
+
+    /// Share rate limits between instances through this Redis (redis://host:6379/0);
+    /// unset, each instance limits in its own memory.
+    #[arg(long, env = "REDIS_URL", value_parser = secret, hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Prefix of every rate-limit key in Redis, so deployments can share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "gatehouse:rl:")]
+    pub redis_key_prefix: String,
+
+    /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed (e.g.
+    /// 10.0.0.0/8,127.0.0.1/32). Unset, the socket address is the client address.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]

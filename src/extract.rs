@@ -6,8 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+
+use crate::state::AppState;
 
 use crate::error::ApiError;
 
@@ -85,21 +88,56 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// The client's address, for per-IP limits: the socket peer.
+/// The client's address, for per-IP limits: the socket peer, unless that peer is one of
+/// TRUSTED_PROXIES — then the right-most X-Forwarded-For entry that is not itself a
+/// trusted proxy. The header is never believed from anyone else: any client can send it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Ok(ClientIp(ip))
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(ClientIp(client_ip(
+            peer,
+            forwarded,
+            &state.settings.trusted_proxies,
+        )))
     }
+}
+
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl Iterator<Item = &'a str>,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = forwarded_for
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 #[cfg(test)]
@@ -140,5 +178,35 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(err(&deep).0, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // From an untrusted peer the header is ignored.
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), ["1.2.3.4"].into_iter(), &trusted),
+            ip("203.0.113.9")
+        );
+        // From a trusted proxy, the right-most untrusted hop is the client.
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.2"),
+                ["6.6.6.6, 1.2.3.4, 10.0.0.7"].into_iter(),
+                &trusted
+            ),
+            ip("1.2.3.4")
+        );
+        // Junk in the header falls back to the peer.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), ["nonsense"].into_iter(), &trusted),
+            ip("10.0.0.2")
+        );
+        // No trusted proxies configured: always the peer.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), ["1.2.3.4"].into_iter(), &[]),
+            ip("10.0.0.2")
+        );
     }
 }

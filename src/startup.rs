@@ -29,6 +29,8 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::extract::BODY_LIMIT;
 use crate::limit::memory::MemoryLimiter;
+use crate::limit::redis::RedisLimiter;
+use crate::limit::RateLimiter;
 use crate::notify::outbox::OutboxWorker;
 use crate::state::{now, AppState};
 use crate::store::{self, StoreError};
@@ -89,11 +91,21 @@ impl Application {
             argon2_t = settings.hashing.argon2_iterations,
             "password hashing ready"
         );
+        let limiter: Arc<dyn RateLimiter> = match &settings.redis_url {
+            Some(url) => {
+                tracing::info!("rate limits shared through Redis");
+                Arc::new(
+                    RedisLimiter::new(url.expose_secret(), &settings.redis_key_prefix)
+                        .map_err(StartupError::Config)?,
+                )
+            }
+            None => Arc::new(MemoryLimiter::default()),
+        };
         let state = AppState {
             store,
             hasher,
             keys,
-            limiter: Arc::new(MemoryLimiter::default()),
+            limiter,
             settings: Arc::new(settings),
             outbox_wake,
         };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{gcra, RateLimiter};
+use super::{gcra, LimiterStatus, RateLimiter};
 use crate::config::Rule;
 
 pub struct MemoryLimiter {
@@ -67,6 +67,14 @@ impl RateLimiter for MemoryLimiter {
 
     async fn reset(&self, key: &str) {
         self.reset_now(key)
+    }
+
+    fn status(&self) -> LimiterStatus {
+        LimiterStatus {
+            backend: "memory",
+            healthy: true,
+            detail: "this instance only",
+        }
     }
 }
 

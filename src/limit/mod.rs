@@ -6,6 +6,7 @@
 //! exists, so a 429 never tells an attacker which accounts are real.
 
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -21,6 +22,18 @@ pub trait RateLimiter: Send + Sync + 'static {
 
     /// Forgets `key` (a successful login clears its failed-attempt budget).
     async fn reset(&self, key: &str);
+
+    /// Which backend is in use and whether it is working, for /readyz.
+    fn status(&self) -> LimiterStatus;
+}
+
+/// What /readyz reports about rate limiting.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LimiterStatus {
+    pub backend: &'static str,
+    /// False when a shared backend is down and this instance limits on its own.
+    pub healthy: bool,
+    pub detail: &'static str,
 }
 
 /// GCRA on millisecond timestamps, shared by every backend so they agree exactly.

@@ -20,18 +20,33 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the database answers. A rate-limit backend that is down does not make the
+/// instance unready (it falls back to local limits) but is reported.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "checks": {"database": "ok"}})),
-        ),
+    let database = match state.store.ping().await {
+        Ok(()) => json!({"status": "ok"}),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "checks": {"database": "unreachable"}})),
-            )
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            json!({"status": "unreachable"})
         }
-    }
+    };
+    let ready = database["status"] == "ok";
+    let limits = state.limiter.status();
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": {
+            "database": database,
+            "rate_limits": {
+                "status": if limits.healthy { "ok" } else { "degraded" },
+                "backend": limits.backend,
+                "detail": limits.detail,
+            },
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
 }

@@ -10,7 +10,7 @@ use sqlx::Connection;
 
 pub struct TestDatabase {
     pub url: String,
-    drop_with: Option<(String, String)>, // (server URL, database name)
+    drop_with: Option<(String, String, String)>, // (server URL, database name, backend)
 }
 
 /// The backend the black-box suites run against in this process.
@@ -35,8 +35,14 @@ fn with_database(server: &str, database: &str) -> String {
 }
 
 impl TestDatabase {
+    /// A database on the backend this process tests (GATEHOUSE_TEST_BACKEND).
     pub fn create(dir: &Path) -> TestDatabase {
-        let backend = backend();
+        TestDatabase::create_on(&backend(), dir)
+    }
+
+    /// A database on the named backend, whatever this process tests.
+    pub fn create_on(backend: &str, dir: &Path) -> TestDatabase {
+        let backend = backend.to_owned();
         if backend == "sqlite" {
             return TestDatabase {
                 url: format!("sqlite://{}", dir.join("gatehouse.db").display()),
@@ -44,6 +50,7 @@ impl TestDatabase {
             };
         }
         let server = server_url(&backend);
+        let backend_name = backend.clone();
         let name = format!("gh_test_{:016x}", rand::thread_rng().gen::<u64>());
         let admin = admin_url(&backend, &server);
         let sql = format!("CREATE DATABASE {name}");
@@ -51,7 +58,7 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("creating the test database: {e}"));
         TestDatabase {
             url: with_database(&server, &name),
-            drop_with: Some((server, name)),
+            drop_with: Some((server, name, backend_name)),
         }
     }
 }
@@ -101,10 +108,9 @@ where
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((server, name)) = self.drop_with.take() else {
+        let Some((server, name, backend)) = self.drop_with.take() else {
             return;
         };
-        let backend = backend();
         let admin = admin_url(&backend, &server);
         let sql = if backend == "postgres" {
             format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
