@@ -54,6 +54,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// Deserialises a body, turning serde's errors into messages that name the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Structs would also deserialise from arrays; our bodies are objects, nothing else.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => {
+            return Err(ApiError::BadRequest(
+                "Malformed JSON: the body is empty".into(),
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "The request body must be a JSON object".into(),
+            ))
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -237,14 +237,18 @@ impl Backend {
                 let mut c = PgConnection::connect(server_url)
                     .await
                     .map_err(|e| format!("connect to {server_url}: {e}"))?;
-                c.execute(create.as_str()).await.map_err(|e| e.to_string())?;
+                c.execute(create.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let _ = c.close().await;
             }
             _ => {
                 let mut c = MySqlConnection::connect(server_url)
                     .await
                     .map_err(|e| format!("connect to {server_url}: {e}"))?;
-                c.execute(create.as_str()).await.map_err(|e| e.to_string())?;
+                c.execute(create.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let _ = c.close().await;
             }
         }
@@ -333,7 +337,10 @@ async fn on_every_backend(test: &str, body: Body) {
             Ok(Err(e)) => failures.push(format!("[{}] {}", kind.name(), panic_message(e))),
             Err(_) => {
                 abort.abort();
-                failures.push(format!("[{}] timed out after {BODY_TIMEOUT:?}", kind.name()));
+                failures.push(format!(
+                    "[{}] timed out after {BODY_TIMEOUT:?}",
+                    kind.name()
+                ));
             }
         }
         backend.raw.close().await;
@@ -369,6 +376,7 @@ contract_tests![
     an_expired_idle_unknown_or_disabled_session_finds_nobody,
     a_deleted_session_finds_nobody_and_other_sessions_live_on,
     issuing_a_code_kills_the_older_ones_and_queues_its_message,
+    ten_concurrent_code_issues_for_one_user_leave_one_live_code,
     a_code_is_live_only_until_it_expires,
     twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five,
     an_attempt_on_a_used_or_expired_code_is_refused,
@@ -393,6 +401,7 @@ contract_tests![
 
 mod contract {
     use std::collections::HashSet;
+    use std::future::Future;
     use std::sync::Arc;
 
     use gatehouse::domain::{Email, Identifier, Phone, Username};
@@ -400,6 +409,7 @@ mod contract {
         NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, Store, StoreError,
         UserId,
     };
+    use tokio::sync::Barrier;
     use tokio::task::JoinSet;
 
     use super::Raw;
@@ -449,7 +459,13 @@ mod contract {
             .unwrap()
     }
 
-    async fn session(store: &Arc<dyn Store>, user_id: UserId, token: &str, now: i64, expires_at: i64) {
+    async fn session(
+        store: &Arc<dyn Store>,
+        user_id: UserId,
+        token: &str,
+        now: i64,
+        expires_at: i64,
+    ) {
         store
             .create_session(&NewSession {
                 user_id,
@@ -472,7 +488,13 @@ mod contract {
 
     /// Issues a code with hash `code`, its message carrying payload `msg:<code>`; returns
     /// the code's id (it is the user's live code right after).
-    async fn issue(store: &Arc<dyn Store>, user_id: UserId, code: &str, now: i64, expires_at: i64) -> i64 {
+    async fn issue(
+        store: &Arc<dyn Store>,
+        user_id: UserId,
+        code: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> i64 {
         let payload = format!("msg:{code}");
         store
             .issue_code(
@@ -495,7 +517,14 @@ mod contract {
         live.id
     }
 
-    async fn redeem(store: &Arc<dyn Store>, user_id: UserId, code_id: i64, token: &str, now: i64, expires_at: i64) -> bool {
+    async fn redeem(
+        store: &Arc<dyn Store>,
+        user_id: UserId,
+        code_id: i64,
+        token: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> bool {
         store
             .redeem_code(
                 code_id,
@@ -531,12 +560,41 @@ mod contract {
         items.iter().map(|i| i.payload.as_str()).collect()
     }
 
+    /// Runs `call(0)` … `call(n - 1)` at the same moment, each in its own task, and returns
+    /// their results (in no particular order). The tasks wait at a barrier until all are
+    /// spawned, so the calls really overlap on the database instead of trickling in one
+    /// by one as tasks start.
+    async fn at_once<T, F>(n: usize, call: impl Fn(usize) -> F) -> Vec<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let barrier = Arc::new(Barrier::new(n));
+        let mut tasks = JoinSet::new();
+        for i in 0..n {
+            let (barrier, call) = (barrier.clone(), call(i));
+            tasks.spawn(async move {
+                barrier.wait().await;
+                call.await
+            });
+        }
+        tasks.join_all().await
+    }
+
     // --- users ---------------------------------------------------------------------------
 
-    pub async fn a_user_is_found_by_username_email_or_phone_ignoring_case(store: Arc<dyn Store>, _: Raw) {
-        let alice = create(&store, "Alice_1", "Alice.Smith@Example.COM", Some("+1 415 555 0100"))
-            .await
-            .unwrap();
+    pub async fn a_user_is_found_by_username_email_or_phone_ignoring_case(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = create(
+            &store,
+            "Alice_1",
+            "Alice.Smith@Example.COM",
+            Some("+1 415 555 0100"),
+        )
+        .await
+        .unwrap();
         let bob = user(&store, "bob").await;
         assert_ne!(alice, bob);
 
@@ -569,13 +627,17 @@ mod contract {
         create(&store, "carol", "carol@example.com", Some("+14155550101"))
             .await
             .unwrap();
-        for by in ["carol2", "carol@example.org", "+14155550102", "example.com"] {
-            if let Ok(by) = Identifier::parse(by) {
-                assert!(store.find_user(&by).await.unwrap().is_none(), "{by:?}");
-            }
+        // Near misses: another name, address or number, and parts of carol's address
+        // taken as a username (a lookup only searches its own kind of identifier).
+        for by in [
+            "carol2",
+            "carol@example.org",
+            "+14155550102",
+            "example.com",
+            "carol.example.com",
+        ] {
+            assert!(store.find_user(&id(by)).await.unwrap().is_none(), "{by:?}");
         }
-        // A username that looks like another user's email local part is not that user.
-        assert!(store.find_user(&id("carol.example")).await.unwrap().is_none());
     }
 
     pub async fn a_taken_username_email_or_phone_is_a_conflict(store: Arc<dyn Store>, _: Raw) {
@@ -583,10 +645,25 @@ mod contract {
             .await
             .unwrap();
         for (name, mail, tel, what) in [
-            ("ALICE", "other1@example.com", None, "username in other case"),
-            ("ａｌｉｃｅ", "other2@example.com", None, "full-width username"),
+            (
+                "ALICE",
+                "other1@example.com",
+                None,
+                "username in other case",
+            ),
+            (
+                "ａｌｉｃｅ",
+                "other2@example.com",
+                None,
+                "full-width username",
+            ),
             ("other3", "Alice@EXAMPLE.com", None, "email in other case"),
-            ("other4", "other4@example.com", Some("+1 415 555 0100"), "phone"),
+            (
+                "other4",
+                "other4@example.com",
+                Some("+1 415 555 0100"),
+                "phone",
+            ),
         ] {
             let got = create(&store, name, mail, tel).await;
             assert!(matches!(got, Err(StoreError::Conflict)), "{what}: {got:?}");
@@ -595,7 +672,10 @@ mod contract {
         for by in ["other1", "other2@example.com", "other3", "other4"] {
             assert!(store.find_user(&id(by)).await.unwrap().is_none(), "{by}");
         }
-        assert_eq!(store.find_user(&id("alice")).await.unwrap().unwrap().id, alice);
+        assert_eq!(
+            store.find_user(&id("alice")).await.unwrap().unwrap().id,
+            alice
+        );
         // The names refused above are free for a fresh, non-colliding user.
         create(&store, "other1", "other1@example.com", Some("+14155550199"))
             .await
@@ -603,34 +683,42 @@ mod contract {
     }
 
     pub async fn users_without_a_phone_do_not_collide(store: Arc<dyn Store>, _: Raw) {
-        let a = create(&store, "nophone1", "nophone1@example.com", None).await.unwrap();
-        let b = create(&store, "nophone2", "nophone2@example.com", None).await.unwrap();
-        let c = create(&store, "nophone3", "nophone3@example.com", None).await.unwrap();
+        let a = create(&store, "nophone1", "nophone1@example.com", None)
+            .await
+            .unwrap();
+        let b = create(&store, "nophone2", "nophone2@example.com", None)
+            .await
+            .unwrap();
+        let c = create(&store, "nophone3", "nophone3@example.com", None)
+            .await
+            .unwrap();
         assert_eq!(HashSet::from([a, b, c]).len(), 3);
     }
 
     /// Runs 50 registrations at once, `make(i)` giving the i-th's username and email, and
     /// checks that exactly one succeeds and 49 are refused as conflicts.
     async fn fifty_at_once(store: Arc<dyn Store>, make: fn(usize) -> (String, String), find: &str) {
-        let mut tasks = JoinSet::new();
-        for i in 0..50 {
-            let store = store.clone();
-            let (name, mail) = make(i);
-            tasks.spawn(async move { create(&store, &name, &mail, None).await });
-        }
+        let results = at_once(50, |i| {
+            let (store, (name, mail)) = (store.clone(), make(i));
+            async move { create(&store, &name, &mail, None).await }
+        })
+        .await;
         let (mut ok, mut conflict) = (Vec::new(), 0);
-        while let Some(result) = tasks.join_next().await {
-            match result.unwrap() {
+        for result in results {
+            match result {
                 Ok(id) => ok.push(id),
                 Err(StoreError::Conflict) => conflict += 1,
-                Err(e) => panic!("a registration failed with something other than Conflict: {e:?}"),
+                Err(e) => panic!("a registration failed, but not with Conflict: {e:?}"),
             }
         }
         assert_eq!((ok.len(), conflict), (1, 49), "successes {ok:?}");
         assert_eq!(store.find_user(&id(find)).await.unwrap().unwrap().id, ok[0]);
     }
 
-    pub async fn fifty_concurrent_registrations_of_one_username_give_one_success(store: Arc<dyn Store>, _: Raw) {
+    pub async fn fifty_concurrent_registrations_of_one_username_give_one_success(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         fifty_at_once(
             store,
             |i| {
@@ -642,11 +730,18 @@ mod contract {
         .await;
     }
 
-    pub async fn fifty_concurrent_registrations_of_one_email_give_one_success(store: Arc<dyn Store>, _: Raw) {
+    pub async fn fifty_concurrent_registrations_of_one_email_give_one_success(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         fifty_at_once(
             store,
             |i| {
-                let mail = if i % 2 == 0 { "Race@Example.com" } else { "race@EXAMPLE.COM" };
+                let mail = if i % 2 == 0 {
+                    "Race@Example.com"
+                } else {
+                    "race@EXAMPLE.COM"
+                };
                 (format!("racer{i}"), mail.into())
             },
             "race@example.com",
@@ -654,69 +749,137 @@ mod contract {
         .await;
     }
 
-    pub async fn a_password_hash_is_replaced_only_while_it_is_still_the_old_one(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_password_hash_is_replaced_only_while_it_is_still_the_old_one(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let bob = user(&store, "bob").await;
-        assert!(store.replace_password_hash(alice, HASH, "rehash-1", T0 + 1).await.unwrap());
+        assert!(store
+            .replace_password_hash(alice, HASH, "rehash-1", T0 + 1)
+            .await
+            .unwrap());
         // A second rehash computed from the original hash lost the race: refused.
-        assert!(!store.replace_password_hash(alice, HASH, "rehash-2", T0 + 2).await.unwrap());
+        assert!(!store
+            .replace_password_hash(alice, HASH, "rehash-2", T0 + 2)
+            .await
+            .unwrap());
         // The old hash of one user says nothing about another user's row.
-        assert!(!store.replace_password_hash(alice + bob + 100, HASH, "x", T0).await.unwrap());
+        assert!(!store
+            .replace_password_hash(alice + bob + 100, HASH, "x", T0)
+            .await
+            .unwrap());
         let found = store.find_user(&id("alice")).await.unwrap().unwrap();
         assert_eq!(found.password_hash, "rehash-1");
-        assert_eq!(store.find_user(&id("bob")).await.unwrap().unwrap().password_hash, HASH);
+        assert_eq!(
+            store
+                .find_user(&id("bob"))
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            HASH
+        );
     }
 
     // --- sessions ------------------------------------------------------------------------
 
-    pub async fn a_session_finds_its_user_within_the_idle_and_absolute_windows(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_session_finds_its_user_within_the_idle_and_absolute_windows(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         user(&store, "bob").await;
         session(&store, alice, "tok-a", T0, T0 + 1000).await;
         // Within both windows: last use (T0) after the idle cutoff, before expiry.
-        let found = store.session_user("tok-a", T0 + 999, T0 - 1, T0 - 1).await.unwrap();
+        let found = store
+            .session_user("tok-a", T0 + 999, T0 - 1, T0 - 1)
+            .await
+            .unwrap();
         let found = found.expect("a live session finds its user");
         assert_eq!((found.id, found.username.as_str()), (alice, "alice"));
         // Both bounds are exclusive: expired at expires_at, idle at last_seen_at.
-        assert!(store.session_user("tok-a", T0 + 1000, T0 - 1, T0 - 1).await.unwrap().is_none());
-        assert!(store.session_user("tok-a", T0 + 10, T0, T0 - 1).await.unwrap().is_none());
+        assert!(store
+            .session_user("tok-a", T0 + 1000, T0 - 1, T0 - 1)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .session_user("tok-a", T0 + 10, T0, T0 - 1)
+            .await
+            .unwrap()
+            .is_none());
     }
 
-    pub async fn a_session_is_touched_only_when_its_last_use_is_older_than_touch_before(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_session_is_touched_only_when_its_last_use_is_older_than_touch_before(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         session(&store, alice, "tok", T0, T0 + 10_000).await;
         // Last use T0 is older than T0 + 50: recorded as T0 + 100.
-        assert!(store.session_user("tok", T0 + 100, T0 - 1, T0 + 50).await.unwrap().is_some());
+        assert!(store
+            .session_user("tok", T0 + 100, T0 - 1, T0 + 50)
+            .await
+            .unwrap()
+            .is_some());
         // Idle cutoff T0 + 99 would have ended it without the touch.
-        assert!(store.session_user("tok", T0 + 120, T0 + 99, T0 + 90).await.unwrap().is_some());
+        assert!(store
+            .session_user("tok", T0 + 120, T0 + 99, T0 + 90)
+            .await
+            .unwrap()
+            .is_some());
         // Last use T0 + 100 is not older than T0 + 90: the call at T0 + 120 wrote nothing,
         // so a cutoff of T0 + 100 ends the session.
-        assert!(store.session_user("tok", T0 + 130, T0 + 100, i64::MIN).await.unwrap().is_none());
+        assert!(store
+            .session_user("tok", T0 + 130, T0 + 100, i64::MIN)
+            .await
+            .unwrap()
+            .is_none());
     }
 
-    pub async fn an_expired_idle_unknown_or_disabled_session_finds_nobody(store: Arc<dyn Store>, raw: Raw) {
+    pub async fn an_expired_idle_unknown_or_disabled_session_finds_nobody(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let bob = user(&store, "bob").await;
         session(&store, alice, "expired", T0, T0 + 10).await;
         session(&store, alice, "idle", T0, T0 + 10_000).await;
         session(&store, bob, "disabled", T0, T0 + 10_000).await;
         let at = T0 + 20;
-        assert!(store.session_user("expired", at, T0 - 1, i64::MIN).await.unwrap().is_none());
-        assert!(store.session_user("idle", at, T0 + 5, i64::MIN).await.unwrap().is_none());
-        assert!(store.session_user("unknown", at, T0 - 1, i64::MIN).await.unwrap().is_none());
+        assert!(store
+            .session_user("expired", at, T0 - 1, i64::MIN)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .session_user("idle", at, T0 + 5, i64::MIN)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .session_user("unknown", at, T0 - 1, i64::MIN)
+            .await
+            .unwrap()
+            .is_none());
         assert!(live(&store, "disabled", at).await);
         // The trait has no "disable" (that is an admin action); set the column directly.
-        raw.exec(&format!("UPDATE users SET disabled_at = {} WHERE id = {bob}", T0 + 15))
-            .await;
+        raw.exec(&format!(
+            "UPDATE users SET disabled_at = {} WHERE id = {bob}",
+            T0 + 15
+        ))
+        .await;
         assert!(!live(&store, "disabled", at).await);
         // Lookups still find a disabled user (the caller refuses them, uniformly).
         let found = store.find_user(&id("bob")).await.unwrap().unwrap();
         assert_eq!(found.disabled_at, Some(T0 + 15));
-        // A refused session is not revived by a later, valid-looking call either.
-        assert!(!live(&store, "expired", T0 + 5).await || T0 + 5 < T0 + 10);
     }
 
-    pub async fn a_deleted_session_finds_nobody_and_other_sessions_live_on(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_deleted_session_finds_nobody_and_other_sessions_live_on(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         session(&store, alice, "tok-1", T0, T0 + 1000).await;
         session(&store, alice, "tok-2", T0, T0 + 1000).await;
@@ -730,7 +893,10 @@ mod contract {
 
     // --- codes ---------------------------------------------------------------------------
 
-    pub async fn issuing_a_code_kills_the_older_ones_and_queues_its_message(store: Arc<dyn Store>, _: Raw) {
+    pub async fn issuing_a_code_kills_the_older_ones_and_queues_its_message(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let bob = user(&store, "bob").await;
         let first = issue(&store, alice, "code-1", T0, T0 + 600).await;
@@ -743,34 +909,83 @@ mod contract {
         assert!(!store.claim_attempt(first, T0 + 2, 5).await.unwrap());
         assert!(!redeem(&store, alice, first, "tok", T0 + 2, T0 + 600).await);
         // Another user's code is untouched.
-        assert_eq!(store.live_code(bob, T0 + 2).await.unwrap().unwrap().id, bobs);
+        assert_eq!(
+            store.live_code(bob, T0 + 2).await.unwrap().unwrap().id,
+            bobs
+        );
         // Each issue queued its message, on the channel given.
         let items = drain(&store, T0 + 2).await;
-        assert_eq!(payloads(&items), ["msg:code-1", "msg:code-bob", "msg:code-2"]);
-        assert!(items.iter().all(|i| i.channel == "email" && i.attempts == 1));
+        assert_eq!(
+            payloads(&items),
+            ["msg:code-1", "msg:code-bob", "msg:code-2"]
+        );
+        assert!(items
+            .iter()
+            .all(|i| i.channel == "email" && i.attempts == 1));
+    }
+
+    pub async fn ten_concurrent_code_issues_for_one_user_leave_one_live_code(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let results = at_once(10, |i| {
+            let store = store.clone();
+            async move {
+                let (code, payload) = (format!("code-{i}"), format!("msg:code-{i}"));
+                let code = NewCode {
+                    user_id: alice,
+                    code_hash: &code,
+                    now: T0,
+                    expires_at: T0 + 600,
+                };
+                let message = NewOutbox {
+                    channel: "email",
+                    payload: &payload,
+                    now: T0,
+                };
+                store.issue_code(&code, &message).await
+            }
+        })
+        .await;
+        // Every request is served (no deadlock or serialisation error reaches the caller),
+        // and each later issue killed the earlier ones, whatever the interleaving.
+        for result in results {
+            result.unwrap();
+        }
+        let unused =
+            format!("SELECT COUNT(*) FROM otp_codes WHERE user_id = {alice} AND used_at IS NULL");
+        assert_eq!(
+            raw.count(&unused).await,
+            1,
+            "live codes after concurrent issues"
+        );
+        assert_eq!(drain(&store, T0).await.len(), 10);
     }
 
     pub async fn a_code_is_live_only_until_it_expires(store: Arc<dyn Store>, _: Raw) {
         let alice = user(&store, "alice").await;
         assert!(store.live_code(alice, T0).await.unwrap().is_none());
         let code = issue(&store, alice, "code", T0, T0 + 600).await;
-        assert_eq!(store.live_code(alice, T0 + 599).await.unwrap().unwrap().id, code);
+        assert_eq!(
+            store.live_code(alice, T0 + 599).await.unwrap().unwrap().id,
+            code
+        );
         assert!(store.live_code(alice, T0 + 600).await.unwrap().is_none());
     }
 
-    pub async fn twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five(store: Arc<dyn Store>, _: Raw) {
+    pub async fn twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let code = issue(&store, alice, "code", T0, T0 + 600).await;
-        let mut tasks = JoinSet::new();
-        for _ in 0..20 {
+        let taken = at_once(20, |_| {
             let store = store.clone();
-            tasks.spawn(async move { store.claim_attempt(code, T0 + 1, 5).await.unwrap() });
-        }
-        let mut taken = 0;
-        while let Some(got) = tasks.join_next().await {
-            taken += usize::from(got.unwrap());
-        }
-        assert_eq!(taken, 5);
+            async move { store.claim_attempt(code, T0 + 1, 5).await.unwrap() }
+        })
+        .await;
+        assert_eq!(taken.iter().filter(|&&t| t).count(), 5);
         assert!(!store.claim_attempt(code, T0 + 2, 5).await.unwrap());
         // Spent attempts do not kill the code; a higher cap would allow more.
         assert!(store.claim_attempt(code, T0 + 2, 6).await.unwrap());
@@ -787,28 +1002,35 @@ mod contract {
         assert!(!store.claim_attempt(code + 1000, T0 + 2, 5).await.unwrap());
     }
 
-    pub async fn ten_concurrent_redemptions_of_one_code_give_one_token(store: Arc<dyn Store>, _: Raw) {
+    pub async fn ten_concurrent_redemptions_of_one_code_give_one_token(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let code = issue(&store, alice, "code", T0, T0 + 600).await;
-        let mut tasks = JoinSet::new();
-        for i in 0..10 {
+        let results = at_once(10, |i| {
             let store = store.clone();
-            tasks.spawn(async move {
+            async move {
                 let token = format!("tok-{i}");
-                (redeem(&store, alice, code, &token, T0 + 1, T0 + 900).await, token)
-            });
-        }
-        let mut winners = Vec::new();
-        let mut losers = Vec::new();
-        while let Some(got) = tasks.join_next().await {
-            let (won, token) = got.unwrap();
-            if won { winners.push(token) } else { losers.push(token) }
-        }
+                let won = redeem(&store, alice, code, &token, T0 + 1, T0 + 900).await;
+                (won, token)
+            }
+        })
+        .await;
+        let (winners, losers): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.0);
+        let winners: Vec<String> = winners.into_iter().map(|r| r.1).collect();
+        let losers: Vec<String> = losers.into_iter().map(|r| r.1).collect();
         assert_eq!(winners.len(), 1, "winners {winners:?}");
-        assert!(store.reset_token_live(alice, &winners[0], T0 + 2).await.unwrap());
+        assert!(store
+            .reset_token_live(alice, &winners[0], T0 + 2)
+            .await
+            .unwrap());
         // The losers' tokens were never stored (their transactions wrote nothing).
         for token in &losers {
-            assert!(!store.reset_token_live(alice, token, T0 + 2).await.unwrap(), "{token}");
+            assert!(
+                !store.reset_token_live(alice, token, T0 + 2).await.unwrap(),
+                "{token}"
+            );
         }
         assert!(store.live_code(alice, T0 + 2).await.unwrap().is_none());
     }
@@ -817,28 +1039,52 @@ mod contract {
         let alice = user(&store, "alice").await;
         let expiring = issue(&store, alice, "code-1", T0, T0 + 600).await;
         assert!(!redeem(&store, alice, expiring, "tok-1", T0 + 600, T0 + 1200).await);
-        assert!(!store.reset_token_live(alice, "tok-1", T0 + 601).await.unwrap());
+        assert!(!store
+            .reset_token_live(alice, "tok-1", T0 + 601)
+            .await
+            .unwrap());
         let killed = issue(&store, alice, "code-2", T0 + 1, T0 + 600).await;
         issue(&store, alice, "code-3", T0 + 2, T0 + 600).await;
         assert!(!redeem(&store, alice, killed, "tok-2", T0 + 3, T0 + 600).await);
-        assert!(!store.reset_token_live(alice, "tok-2", T0 + 4).await.unwrap());
+        assert!(!store
+            .reset_token_live(alice, "tok-2", T0 + 4)
+            .await
+            .unwrap());
     }
 
     // --- password reset ------------------------------------------------------------------
 
-    pub async fn a_reset_token_is_live_only_for_its_user_until_used_or_expired(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_reset_token_is_live_only_for_its_user_until_used_or_expired(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let bob = user(&store, "bob").await;
         reset_token(&store, alice, "tok").await;
-        assert!(store.reset_token_live(alice, "tok", T0 + 599).await.unwrap());
-        assert!(!store.reset_token_live(alice, "tok", T0 + 600).await.unwrap());
+        assert!(store
+            .reset_token_live(alice, "tok", T0 + 599)
+            .await
+            .unwrap());
+        assert!(!store
+            .reset_token_live(alice, "tok", T0 + 600)
+            .await
+            .unwrap());
         assert!(!store.reset_token_live(bob, "tok", T0 + 1).await.unwrap());
-        assert!(!store.reset_token_live(alice, "other", T0 + 1).await.unwrap());
-        assert!(store.reset_password(alice, "tok", "new", T0 + 1, None).await.unwrap());
+        assert!(!store
+            .reset_token_live(alice, "other", T0 + 1)
+            .await
+            .unwrap());
+        assert!(store
+            .reset_password(alice, "tok", "new", T0 + 1, None)
+            .await
+            .unwrap());
         assert!(!store.reset_token_live(alice, "tok", T0 + 2).await.unwrap());
     }
 
-    pub async fn a_password_reset_consumes_the_token_and_revokes_everything_else(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_password_reset_consumes_the_token_and_revokes_everything_else(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let bob = user(&store, "bob").await;
         reset_token(&store, alice, "tok-1").await;
@@ -849,44 +1095,92 @@ mod contract {
         reset_token(&store, bob, "tok-bob").await;
         issue(&store, bob, "code-bob", T0, T0 + 600).await;
         session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
-        let before = drain(&store, T0).await.len();
+        // Clear the five code messages, so that only what the reset queues is left.
+        assert_eq!(drain(&store, T0).await.len(), 5);
 
         let notice = NewOutbox {
             channel: "sms",
             payload: "notice:alice",
             now: T0 + 5,
         };
-        assert!(store.reset_password(alice, "tok-1", "new-hash", T0 + 5, Some(&notice)).await.unwrap());
+        assert!(store
+            .reset_password(alice, "tok-1", "new-hash", T0 + 5, Some(&notice))
+            .await
+            .unwrap());
 
         let found = store.find_user(&id("alice")).await.unwrap().unwrap();
         assert_eq!(found.password_hash, "new-hash");
         assert!(!live(&store, "sess-1", T0 + 6).await);
         assert!(!live(&store, "sess-2", T0 + 6).await);
         assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
-        assert!(!store.reset_token_live(alice, "tok-1", T0 + 6).await.unwrap());
-        assert!(!store.reset_token_live(alice, "tok-2", T0 + 6).await.unwrap());
+        assert!(!store
+            .reset_token_live(alice, "tok-1", T0 + 6)
+            .await
+            .unwrap());
+        assert!(!store
+            .reset_token_live(alice, "tok-2", T0 + 6)
+            .await
+            .unwrap());
         // Consumed once: neither token works again.
-        assert!(!store.reset_password(alice, "tok-1", "again", T0 + 7, None).await.unwrap());
-        assert!(!store.reset_password(alice, "tok-2", "again", T0 + 7, None).await.unwrap());
-        assert_eq!(store.find_user(&id("alice")).await.unwrap().unwrap().password_hash, "new-hash");
+        assert!(!store
+            .reset_password(alice, "tok-1", "again", T0 + 7, None)
+            .await
+            .unwrap());
+        assert!(!store
+            .reset_password(alice, "tok-2", "again", T0 + 7, None)
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .find_user(&id("alice"))
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            "new-hash"
+        );
         // The notice was queued, once, as given.
         let items = drain(&store, T0 + 10).await;
         assert_eq!(payloads(&items), ["notice:alice"]);
         assert_eq!(items[0].channel, "sms");
-        assert!(before >= 5);
         // Bob is untouched.
         assert!(live(&store, "sess-bob", T0 + 6).await);
-        assert_eq!(store.live_code(bob, T0 + 6).await.unwrap().unwrap().code_hash, "code-bob");
-        assert!(store.reset_token_live(bob, "tok-bob", T0 + 6).await.unwrap());
-        assert_eq!(store.find_user(&id("bob")).await.unwrap().unwrap().password_hash, HASH);
+        assert_eq!(
+            store
+                .live_code(bob, T0 + 6)
+                .await
+                .unwrap()
+                .unwrap()
+                .code_hash,
+            "code-bob"
+        );
+        assert!(store
+            .reset_token_live(bob, "tok-bob", T0 + 6)
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .find_user(&id("bob"))
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            HASH
+        );
     }
 
-    pub async fn a_password_reset_without_a_live_token_of_the_user_writes_nothing(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_password_reset_without_a_live_token_of_the_user_writes_nothing(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let bob = user(&store, "bob").await;
         reset_token(&store, alice, "tok-alice").await;
         reset_token(&store, bob, "tok-used").await;
-        assert!(store.reset_password(bob, "tok-used", "bob-new", T0 + 1, None).await.unwrap());
+        assert!(store
+            .reset_password(bob, "tok-used", "bob-new", T0 + 1, None)
+            .await
+            .unwrap());
         reset_token(&store, bob, "tok-bob").await;
         for who in [alice, bob] {
             issue(&store, who, &format!("code-{who}"), T0 + 2, T0 + 600).await;
@@ -906,117 +1200,201 @@ mod contract {
             (alice, "tok-alice", T0 + 600, "an expired token"),
             (alice, "no-such-token", T0 + 3, "an unknown token"),
         ] {
-            let done = store.reset_password(who, token, "evil", now, Some(&notice)).await.unwrap();
+            let done = store
+                .reset_password(who, token, "evil", now, Some(&notice))
+                .await
+                .unwrap();
             assert!(!done, "reset with {why} succeeded");
         }
         for (who, name, hash) in [(alice, "alice", HASH), (bob, "bob", "bob-new")] {
-            assert_eq!(store.find_user(&id(name)).await.unwrap().unwrap().password_hash, hash);
-            assert!(live(&store, &format!("sess-{who}"), T0 + 4).await, "{name}'s session");
+            assert_eq!(
+                store
+                    .find_user(&id(name))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .password_hash,
+                hash
+            );
+            assert!(
+                live(&store, &format!("sess-{who}"), T0 + 4).await,
+                "{name}'s session"
+            );
             let code = store.live_code(who, T0 + 4).await.unwrap();
             assert_eq!(code.unwrap().code_hash, format!("code-{who}"));
         }
-        assert!(store.reset_token_live(alice, "tok-alice", T0 + 4).await.unwrap());
-        assert!(store.reset_token_live(bob, "tok-bob", T0 + 4).await.unwrap());
-        assert!(drain(&store, T0 + 10).await.is_empty(), "a notice was queued");
+        assert!(store
+            .reset_token_live(alice, "tok-alice", T0 + 4)
+            .await
+            .unwrap());
+        assert!(store
+            .reset_token_live(bob, "tok-bob", T0 + 4)
+            .await
+            .unwrap());
+        assert!(
+            drain(&store, T0 + 10).await.is_empty(),
+            "a notice was queued"
+        );
     }
 
-    pub async fn ten_concurrent_resets_with_one_token_give_one_success(store: Arc<dyn Store>, _: Raw) {
+    pub async fn ten_concurrent_resets_with_one_token_give_one_success(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         reset_token(&store, alice, "tok").await;
         drain(&store, T0).await;
-        let mut tasks = JoinSet::new();
-        for i in 0..10 {
+        let results = at_once(10, |i| {
             let store = store.clone();
-            tasks.spawn(async move {
+            async move {
                 let hash = format!("hash-{i}");
                 let notice = NewOutbox {
                     channel: "email",
                     payload: &hash,
                     now: T0 + 1,
                 };
-                let done = store.reset_password(alice, "tok", &hash, T0 + 1, Some(&notice)).await;
+                let done = store
+                    .reset_password(alice, "tok", &hash, T0 + 1, Some(&notice))
+                    .await;
                 (done.unwrap(), hash)
-            });
-        }
-        let mut winners = Vec::new();
-        while let Some(got) = tasks.join_next().await {
-            let (won, hash) = got.unwrap();
-            if won {
-                winners.push(hash);
             }
-        }
+        })
+        .await;
+        let winners: Vec<String> = results.into_iter().filter(|r| r.0).map(|r| r.1).collect();
         assert_eq!(winners.len(), 1, "winners {winners:?}");
         let found = store.find_user(&id("alice")).await.unwrap().unwrap();
         assert_eq!(found.password_hash, winners[0]);
-        assert_eq!(payloads(&drain(&store, T0 + 2).await), [winners[0].as_str()]);
+        assert_eq!(
+            payloads(&drain(&store, T0 + 2).await),
+            [winners[0].as_str()]
+        );
     }
 
     // --- outbox --------------------------------------------------------------------------
 
-    pub async fn ten_concurrent_claims_of_one_due_message_give_it_to_one_caller(store: Arc<dyn Store>, _: Raw) {
+    pub async fn ten_concurrent_claims_of_one_due_message_give_it_to_one_caller(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
-        issue(&store, alice, "code", T0, T0 + 600).await;
-        let mut tasks = JoinSet::new();
-        for _ in 0..10 {
-            let store = store.clone();
-            tasks.spawn(async move { store.claim_outbox(T0 + 1, T0 + 61).await.unwrap() });
+        // Several rounds, since a race lost only some of the time must still fail here.
+        // Each round queues one message at T0 + round; earlier ones stay leased.
+        for round in 0..10 {
+            let now = T0 + round;
+            issue(&store, alice, &format!("code-{round}"), now, now + 600).await;
+            let results = at_once(10, |_| {
+                let store = store.clone();
+                async move { store.claim_outbox(now, T0 + 1_000_000).await.unwrap() }
+            })
+            .await;
+            let claimed: Vec<OutboxItem> = results.into_iter().flatten().collect();
+            let expected = format!("msg:code-{round}");
+            assert_eq!(payloads(&claimed), [expected.as_str()], "round {round}");
+            assert_eq!(
+                (claimed[0].channel.as_str(), claimed[0].attempts),
+                ("email", 1)
+            );
         }
-        let mut claimed = Vec::new();
-        while let Some(got) = tasks.join_next().await {
-            claimed.extend(got.unwrap());
-        }
-        assert_eq!(payloads(&claimed), ["msg:code"]);
-        assert_eq!((claimed[0].channel.as_str(), claimed[0].attempts), ("email", 1));
     }
 
-    pub async fn a_claimed_message_is_not_claimed_again_until_its_lease_passes(store: Arc<dyn Store>, _: Raw) {
+    pub async fn a_claimed_message_is_not_claimed_again_until_its_lease_passes(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         issue(&store, alice, "code", T0, T0 + 600).await;
         let first = store.claim_outbox(T0, T0 + 60).await.unwrap().unwrap();
         assert_eq!(first.attempts, 1);
         assert!(store.claim_outbox(T0 + 1, T0 + 61).await.unwrap().is_none());
-        assert!(store.claim_outbox(T0 + 59, T0 + 119).await.unwrap().is_none());
+        assert!(store
+            .claim_outbox(T0 + 59, T0 + 119)
+            .await
+            .unwrap()
+            .is_none());
         // The claimer died without reporting: at the lease's end the message is due again,
         // with its attempt counted.
-        let again = store.claim_outbox(T0 + 60, T0 + 120).await.unwrap().unwrap();
+        let again = store
+            .claim_outbox(T0 + 60, T0 + 120)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((again.id, again.attempts), (first.id, 2));
         assert_eq!(again.payload, "msg:code");
     }
 
-    pub async fn due_messages_are_claimed_oldest_first_and_future_ones_not_at_all(store: Arc<dyn Store>, _: Raw) {
+    pub async fn due_messages_are_claimed_oldest_first_and_future_ones_not_at_all(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         let bob = user(&store, "bob").await;
         issue(&store, bob, "later", T0 + 10, T0 + 600).await;
         issue(&store, alice, "sooner", T0 + 5, T0 + 600).await;
         // A message is due from the moment it was queued, not before.
-        assert!(store.claim_outbox(T0 + 4, T0 + 100).await.unwrap().is_none());
+        assert!(store
+            .claim_outbox(T0 + 4, T0 + 100)
+            .await
+            .unwrap()
+            .is_none());
         let items = drain(&store, T0 + 10).await;
         assert_eq!(payloads(&items), ["msg:sooner", "msg:later"]);
     }
 
-    pub async fn retried_sent_and_failed_messages_move_along_as_documented(store: Arc<dyn Store>, _: Raw) {
+    pub async fn retried_sent_and_failed_messages_move_along_as_documented(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         let alice = user(&store, "alice").await;
         issue(&store, alice, "retried", T0, T0 + 600).await;
         let item = store.claim_outbox(T0, T0 + 60).await.unwrap().unwrap();
         // A retry releases the lease but is due only at next_attempt_at.
-        store.outbox_retry(item.id, T0 + 30, "smtp: 421 try later").await.unwrap();
-        assert!(store.claim_outbox(T0 + 29, T0 + 89).await.unwrap().is_none());
+        store
+            .outbox_retry(item.id, T0 + 30, "smtp: 421 try later")
+            .await
+            .unwrap();
+        assert!(store
+            .claim_outbox(T0 + 29, T0 + 89)
+            .await
+            .unwrap()
+            .is_none());
         let item = store.claim_outbox(T0 + 30, T0 + 90).await.unwrap().unwrap();
         assert_eq!((item.attempts, item.payload.as_str()), (2, "msg:retried"));
         // Sent: never claimed again, even after its lease.
         store.outbox_sent(item.id, T0 + 31).await.unwrap();
-        assert!(store.claim_outbox(T0 + 1000, T0 + 1060).await.unwrap().is_none());
+        assert!(store
+            .claim_outbox(T0 + 1000, T0 + 1060)
+            .await
+            .unwrap()
+            .is_none());
 
         issue(&store, alice, "failing", T0 + 40, T0 + 600).await;
-        let item = store.claim_outbox(T0 + 40, T0 + 100).await.unwrap().unwrap();
+        let item = store
+            .claim_outbox(T0 + 40, T0 + 100)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(item.payload, "msg:failing");
         // Failed: given up, never claimed again.
-        store.outbox_failed(item.id, T0 + 41, "smtp: 550 no such user").await.unwrap();
-        assert!(store.claim_outbox(T0 + 1000, T0 + 1060).await.unwrap().is_none());
+        store
+            .outbox_failed(item.id, T0 + 41, "smtp: 550 no such user")
+            .await
+            .unwrap();
+        assert!(store
+            .claim_outbox(T0 + 1000, T0 + 1060)
+            .await
+            .unwrap()
+            .is_none());
     }
 
-    pub async fn purging_removes_expired_and_used_rows_and_old_finished_messages(store: Arc<dyn Store>, raw: Raw) {
-        let (u, v, w) = (user(&store, "u").await, user(&store, "v").await, user(&store, "w").await);
+    pub async fn purging_removes_expired_and_used_rows_and_old_finished_messages(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let (u, v, w) = (
+            user(&store, "uma").await,
+            user(&store, "vic").await,
+            user(&store, "wes").await,
+        );
         session(&store, u, "sess-live", T0, T0 + 1000).await;
         session(&store, u, "sess-dead", T0, T0 + 10).await;
         issue(&store, u, "u-killed", T0, T0 + 1000).await; // killed by the next: used
@@ -1028,9 +1406,15 @@ mod contract {
         assert_eq!(items.len(), 4);
         // Sent before the cutoff, failed before it, sent after it, still pending.
         store.outbox_sent(items[0].id, T0 + 5).await.unwrap();
-        store.outbox_failed(items[1].id, T0 + 6, "gave up").await.unwrap();
+        store
+            .outbox_failed(items[1].id, T0 + 6, "gave up")
+            .await
+            .unwrap();
         store.outbox_sent(items[2].id, T0 + 500).await.unwrap();
-        store.outbox_retry(items[3].id, T0 + 5000, "later").await.unwrap();
+        store
+            .outbox_retry(items[3].id, T0 + 5000, "later")
+            .await
+            .unwrap();
 
         // 1 session + 3 codes + 1 token + 2 messages.
         assert_eq!(store.purge_expired(T0 + 100, T0 + 10).await.unwrap(), 7);
@@ -1051,22 +1435,30 @@ mod contract {
     // --- server secret and housekeeping --------------------------------------------------
 
     pub async fn the_first_server_secret_wins(store: Arc<dyn Store>, _: Raw) {
-        let mut tasks = JoinSet::new();
-        for i in 0..10 {
+        let results = at_once(10, |i| {
             let store = store.clone();
-            tasks.spawn(async move { store.server_secret(&format!("secret-{i:02}")).await.unwrap() });
-        }
-        let mut seen = HashSet::new();
-        while let Some(got) = tasks.join_next().await {
-            seen.insert(got.unwrap());
-        }
+            async move {
+                store
+                    .server_secret(&format!("secret-{i:02}"))
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        let seen: HashSet<String> = results.into_iter().collect();
         assert_eq!(seen.len(), 1, "instances disagree on the secret: {seen:?}");
         let winner = seen.into_iter().next().unwrap();
         assert!(winner.starts_with("secret-"), "{winner}");
-        assert_eq!(store.server_secret("a-later-candidate").await.unwrap(), winner);
+        assert_eq!(
+            store.server_secret("a-later-candidate").await.unwrap(),
+            winner
+        );
     }
 
-    pub async fn the_schema_version_is_the_newest_migration_and_ping_answers(store: Arc<dyn Store>, _: Raw) {
+    pub async fn the_schema_version_is_the_newest_migration_and_ping_answers(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
         assert!(store.schema_version().await.unwrap() >= 1);
         store.ping().await.unwrap();
     }

@@ -50,7 +50,13 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db)
                 if matches!(
                     db.code().as_deref(),
+                    // SQLite: busy, locked, read-only, I/O, full, can't open.
                     Some("5" | "6" | "8" | "10" | "13" | "14" | "261" | "517")
+                    // MySQL/MariaDB: lock wait timeout, read-only (failover), too many
+                    // connections, shutting down, connection killed.
+                    | Some("1205" | "1290" | "1836" | "1040" | "1053" | "1927")
+                    // PostgreSQL: too many connections, shutting down, read-only.
+                    | Some("53300" | "57P01" | "57P02" | "57P03" | "25006")
                 ) =>
             {
                 StoreError::Unavailable(e)
@@ -237,7 +243,7 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> StoreResult<
         Ok(Arc::new(mysql::MySqlStore::connect(settings).await?))
     } else {
         Err(StoreError::Config(format!(
-            "`{}` — expected sqlite://…",
+            "`{}` — expected sqlite://…, postgres://… or mysql://…",
             url.split(':').next().unwrap_or_default()
         )))
     }
