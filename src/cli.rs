@@ -1,7 +1,8 @@
-//! The command line: `serve`, `migrate`, `hash-bench`. Every setting is also an
-//! environment variable (see `gatehouse serve --help`).
+//! The command line: `serve`, `migrate`, `user …`, `audit`, `import-seed`, `check-config`,
+//! `hash-bench`. Every setting is also an environment variable (see `gatehouse serve
+//! --help`).
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DatabaseSettings, HashSettings, Settings};
 
@@ -22,6 +23,14 @@ pub enum Command {
     Serve(Box<Settings>),
     /// Apply pending database migrations and print the schema version.
     Migrate(DatabaseSettings),
+    /// Inspect and manage accounts.
+    User(UserCommand),
+    /// Print a user's audit trail.
+    Audit(AuditArgs),
+    /// Import the users of the old Python/MySQL server, keeping their bcrypt hashes.
+    ImportSeed(ImportArgs),
+    /// Validate every setting and check that the database, SMTP server and Redis answer.
+    CheckConfig(Box<Settings>),
     /// Time one password hash through the server's own code path, single-threaded.
     HashBench {
         #[command(flatten)]
@@ -30,4 +39,77 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         rounds: u32,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct UserCommand {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// List users, optionally those whose username, email or phone contains SEARCH.
+    List {
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user (by username, email or phone).
+    Show {
+        identifier: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: no login, no recovery, all sessions revoked.
+    Disable { identifier: String },
+    /// Enable a disabled user again.
+    Enable { identifier: String },
+    /// Revoke all of a user's sessions.
+    RevokeSessions { identifier: String },
+    /// Set a user's password, read from standard input (never from the arguments);
+    /// revokes their sessions and outstanding codes.
+    SetPassword {
+        identifier: String,
+        #[command(flatten)]
+        hashing: HashSettings,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// The user (username, email or phone).
+    #[arg(long)]
+    pub user: String,
+    /// Only events since this time: RFC 3339 (2026-11-24T00:00:00Z) or a duration back
+    /// from now (24h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// The old server's database, e.g. mysql://root@localhost/auth_system.
+    #[arg(long)]
+    pub from: String,
+    /// Users inserted per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }

@@ -97,6 +97,10 @@ pub struct Settings {
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// How long audit events are kept before the periodic purge deletes them.
+    #[arg(long, env = "AUDIT_RETENTION", default_value = "90days", value_parser = duration)]
+    pub audit_retention: Duration,
+
     /// Log format: `text` for people, `json` for log collectors.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

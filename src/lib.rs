@@ -6,12 +6,14 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod import;
 pub mod limit;
 pub mod metrics;
 pub mod notify;

@@ -6,7 +6,6 @@ use std::time::Instant;
 use clap::Parser;
 use gatehouse::auth::password::PasswordHasher;
 use gatehouse::cli::{Cli, Command};
-use gatehouse::config::LogFormat;
 use gatehouse::startup::{shutdown_signal, Application};
 use gatehouse::telemetry;
 
@@ -40,9 +39,25 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             app.run(shutdown_signal()).await?;
         }
         Command::Migrate(db) => {
-            telemetry::init(LogFormat::Text);
+            telemetry::init_quiet();
             let store = gatehouse::store::connect(&db).await?;
             println!("schema is at version {}", store.schema_version().await?);
+        }
+        Command::User(cmd) => {
+            telemetry::init_quiet();
+            gatehouse::admin::user(cmd).await?;
+        }
+        Command::Audit(args) => {
+            telemetry::init_quiet();
+            gatehouse::admin::audit(args).await?;
+        }
+        Command::ImportSeed(args) => {
+            telemetry::init_quiet();
+            gatehouse::import::run(args).await?;
+        }
+        Command::CheckConfig(settings) => {
+            telemetry::init_quiet();
+            gatehouse::admin::check_config(*settings).await?;
         }
         Command::HashBench { hashing, rounds } => {
             let hasher = PasswordHasher::new(&hashing)?;

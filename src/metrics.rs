@@ -39,7 +39,15 @@ pub fn handle() -> Option<PrometheusHandle> {
 }
 
 /// `GET /metrics`: Prometheus text format, with gauges refreshed at scrape time.
-pub async fn render(State(_state): State<AppState>) -> Response {
+pub async fn render(State(state): State<AppState>) -> Response {
+    if let Ok(stats) = state.store.stats().await {
+        metrics::gauge!("gatehouse_outbox_pending").set(stats.outbox_pending as f64);
+        metrics::gauge!("gatehouse_outbox_failed").set(stats.outbox_failed as f64);
+        metrics::gauge!("gatehouse_db_pool_connections", "state" => "idle")
+            .set(f64::from(stats.pool_idle));
+        metrics::gauge!("gatehouse_db_pool_connections", "state" => "in_use")
+            .set(f64::from(stats.pool_in_use));
+    }
     let body = handle().map(|h| h.render()).unwrap_or_default();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

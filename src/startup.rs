@@ -4,6 +4,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,12 +77,14 @@ impl Application {
         )
         .map_err(StartupError::Config)?;
         let outbox_wake = Arc::new(Notify::new());
+        let outbox_heartbeat = Arc::new(AtomicI64::new(now()));
         let worker = OutboxWorker {
             store: store.clone(),
             keys: keys.clone(),
             notifiers,
             settings: settings.outbox.clone(),
             wake: outbox_wake.clone(),
+            heartbeat: outbox_heartbeat.clone(),
         };
         crate::metrics::handle();
         let listener = TcpListener::bind(settings.listen_addr).await?;
@@ -108,6 +111,7 @@ impl Application {
             limiter,
             settings: Arc::new(settings),
             outbox_wake,
+            outbox_heartbeat,
         };
         Ok(Application {
             listener,
@@ -219,7 +223,10 @@ pub fn app(state: AppState) -> Router {
         }))
         .timeout(timeout)
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
-    crate::routes::router().with_state(state).layer(middleware)
+    crate::routes::router()
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .with_state(state)
+        .layer(middleware)
 }
 
 /// Deletes expired sessions, codes and tokens, and old delivered messages, every ten
@@ -233,6 +240,12 @@ async fn purge_loop(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired rows"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+        }
+        let keep = state.settings.audit_retention.as_secs() as i64;
+        match state.store.purge_audit(now - keep).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "purged old audit events"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit purge failed; will retry"),
         }
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}

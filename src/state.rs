@@ -1,5 +1,6 @@
 //! `AppState`: what every handler shares — built once by `startup.rs`, cheap to clone.
 
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -20,6 +21,8 @@ pub struct AppState {
     /// Pinged when a message is queued, so the outbox worker sends it at once instead of
     /// at its next poll.
     pub outbox_wake: Arc<Notify>,
+    /// When the outbox worker last went round its loop (Unix seconds), for /readyz.
+    pub outbox_heartbeat: Arc<AtomicI64>,
 }
 
 /// Now, in the Unix seconds the store works in.

@@ -23,3 +23,13 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
 }
+
+/// For admin commands: only warnings and errors, to stderr, so stdout stays the output.
+pub fn init_quiet() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

@@ -393,6 +393,13 @@ contract_tests![
     purging_removes_expired_and_used_rows_and_old_finished_messages,
     the_first_server_secret_wins,
     the_schema_version_is_the_newest_migration_and_ping_answers,
+    users_are_listed_oldest_first_matching_a_search_ignoring_case_up_to_the_limit,
+    disabling_a_user_revokes_their_sessions_and_enabling_lets_them_back,
+    revoking_sessions_deletes_only_that_users_and_counts_them,
+    an_admin_password_change_sets_the_hash_and_revokes_sessions_codes_and_tokens,
+    audit_events_are_listed_per_user_since_a_time_in_order_and_purged_by_age,
+    importing_users_skips_collisions_with_existing_rows_and_within_the_batch,
+    stats_count_pending_and_failed_messages,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -406,8 +413,8 @@ mod contract {
 
     use gatehouse::domain::{Email, Identifier, Phone, Username};
     use gatehouse::store::{
-        NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, Store, StoreError,
-        UserId,
+        AuditEvent, ImportUser, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem,
+        Store, StoreError, UserId,
     };
     use tokio::sync::Barrier;
     use tokio::task::JoinSet;
@@ -1461,5 +1468,423 @@ mod contract {
     ) {
         assert!(store.schema_version().await.unwrap() >= 1);
         store.ping().await.unwrap();
+    }
+
+    // --- administration ------------------------------------------------------------------
+
+    /// No user has this id.
+    const NOBODY: UserId = 999_999;
+
+    fn usernames(users: &[gatehouse::store::User]) -> Vec<&str> {
+        users.iter().map(|u| u.username.as_str()).collect()
+    }
+
+    pub async fn users_are_listed_oldest_first_matching_a_search_ignoring_case_up_to_the_limit(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = create(
+            &store,
+            "Alice_1",
+            "Alice.Smith@Example.COM",
+            Some("+1 415 555 0100"),
+        )
+        .await
+        .unwrap();
+        user(&store, "bob").await;
+        create(&store, "carol", "Carol@ALICE.org", Some("+44 20 7946 0000"))
+            .await
+            .unwrap();
+
+        let all = store.list_users(None, 100).await.unwrap();
+        assert_eq!(usernames(&all), ["Alice_1", "bob", "carol"]);
+        assert_eq!(all[0].id, alice);
+        assert_eq!(all[0].email, "Alice.Smith@Example.COM");
+        assert_eq!(all[0].phone.as_deref(), Some("+14155550100"));
+        assert_eq!((all[0].created_at, all[0].disabled_at), (T0, None));
+        assert_eq!(
+            usernames(&store.list_users(Some(""), 100).await.unwrap()),
+            ["Alice_1", "bob", "carol"]
+        );
+        assert_eq!(
+            usernames(&store.list_users(None, 2).await.unwrap()),
+            ["Alice_1", "bob"]
+        );
+
+        for (search, expected) in [
+            // Username of one, email domain of the other, in any case.
+            ("alice", &["Alice_1", "carol"][..]),
+            ("ALICE", &["Alice_1", "carol"]),
+            ("aLiCe_1", &["Alice_1"]),
+            ("SMITH@example", &["Alice_1"]),
+            ("BOB@EXAMPLE.COM", &["bob"]),
+            ("4155550", &["Alice_1"]),
+            ("+44", &["carol"]),
+            ("example.com", &["Alice_1", "bob"]),
+            ("nobody", &[]),
+        ] {
+            let found = store.list_users(Some(search), 100).await.unwrap();
+            assert_eq!(usernames(&found), expected, "search {search:?}");
+        }
+        assert_eq!(
+            usernames(&store.list_users(Some("Alice"), 1).await.unwrap()),
+            ["Alice_1"]
+        );
+        assert!(store.list_users(None, 0).await.unwrap().is_empty());
+    }
+
+    pub async fn disabling_a_user_revokes_their_sessions_and_enabling_lets_them_back(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        session(&store, alice, "sess-1", T0, T0 + 10_000).await;
+        session(&store, alice, "sess-2", T0, T0 + 10_000).await;
+        session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
+
+        assert!(store.set_disabled(alice, Some(T0 + 5)).await.unwrap());
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.disabled_at, Some(T0 + 5));
+        assert!(!live(&store, "sess-1", T0 + 6).await);
+        assert!(!live(&store, "sess-2", T0 + 6).await);
+        let left = format!("SELECT COUNT(*) FROM sessions WHERE user_id = {alice}");
+        assert_eq!(raw.count(&left).await, 0, "disabling left sessions behind");
+        // A session created while disabled finds nobody either.
+        session(&store, alice, "sess-3", T0 + 6, T0 + 10_000).await;
+        assert!(!live(&store, "sess-3", T0 + 7).await);
+        // Bob is untouched.
+        assert!(live(&store, "sess-bob", T0 + 6).await);
+        let bob_row = store.find_user(&id("bob")).await.unwrap().unwrap();
+        assert_eq!(bob_row.disabled_at, None);
+
+        assert!(store.set_disabled(alice, None).await.unwrap());
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.disabled_at, None);
+        session(&store, alice, "sess-4", T0 + 8, T0 + 10_000).await;
+        let back = store
+            .session_user("sess-4", T0 + 9, i64::MIN, i64::MIN)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.id, alice);
+        // Enabling an enabled user is no error: the user exists.
+        assert!(store.set_disabled(bob, None).await.unwrap());
+        assert!(live(&store, "sess-bob", T0 + 9).await);
+
+        assert!(!store.set_disabled(NOBODY, Some(T0)).await.unwrap());
+        assert!(!store.set_disabled(NOBODY, None).await.unwrap());
+    }
+
+    pub async fn revoking_sessions_deletes_only_that_users_and_counts_them(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        for i in 0..3 {
+            session(&store, alice, &format!("sess-{i}"), T0, T0 + 10_000).await;
+        }
+        session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
+
+        assert_eq!(store.revoke_sessions(alice).await.unwrap(), 3);
+        for i in 0..3 {
+            assert!(!live(&store, &format!("sess-{i}"), T0 + 1).await);
+        }
+        assert!(live(&store, "sess-bob", T0 + 1).await);
+        assert_eq!(store.revoke_sessions(alice).await.unwrap(), 0);
+        assert_eq!(store.revoke_sessions(NOBODY).await.unwrap(), 0);
+        // The user is not disabled: a new login works.
+        session(&store, alice, "sess-new", T0 + 2, T0 + 10_000).await;
+        assert!(live(&store, "sess-new", T0 + 3).await);
+    }
+
+    pub async fn an_admin_password_change_sets_the_hash_and_revokes_sessions_codes_and_tokens(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        reset_token(&store, alice, "tok-alice").await;
+        issue(&store, alice, "code-alice", T0, T0 + 600).await;
+        session(&store, alice, "sess-1", T0, T0 + 10_000).await;
+        session(&store, alice, "sess-2", T0, T0 + 10_000).await;
+        reset_token(&store, bob, "tok-bob").await;
+        issue(&store, bob, "code-bob", T0, T0 + 600).await;
+        session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
+
+        assert!(store
+            .set_password_hash(alice, "admin-hash", T0 + 5)
+            .await
+            .unwrap());
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.password_hash, "admin-hash");
+        let stamped = format!(
+            "SELECT COUNT(*) FROM users WHERE id = {alice} AND updated_at = {}",
+            T0 + 5
+        );
+        assert_eq!(raw.count(&stamped).await, 1, "updated_at not set");
+        assert!(!live(&store, "sess-1", T0 + 6).await);
+        assert!(!live(&store, "sess-2", T0 + 6).await);
+        assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
+        assert!(!store
+            .reset_token_live(alice, "tok-alice", T0 + 6)
+            .await
+            .unwrap());
+        assert!(!store
+            .reset_password(alice, "tok-alice", "evil", T0 + 6, None)
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .find_user(&id("alice"))
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            "admin-hash"
+        );
+        // Bob is untouched.
+        let bob_row = store.find_user(&id("bob")).await.unwrap().unwrap();
+        assert_eq!(bob_row.password_hash, HASH);
+        assert!(live(&store, "sess-bob", T0 + 6).await);
+        let code = store.live_code(bob, T0 + 6).await.unwrap().unwrap();
+        assert_eq!(code.code_hash, "code-bob");
+        assert!(store
+            .reset_token_live(bob, "tok-bob", T0 + 6)
+            .await
+            .unwrap());
+
+        assert!(!store
+            .set_password_hash(NOBODY, "admin-hash", T0 + 7)
+            .await
+            .unwrap());
+    }
+
+    pub async fn audit_events_are_listed_per_user_since_a_time_in_order_and_purged_by_age(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        // Recorded out of time order; two at the same second keep their insertion order.
+        for (user_id, event, at) in [
+            (Some(alice), "password_set", T0 + 20),
+            (Some(alice), "registered", T0),
+            (Some(bob), "registered", T0 + 5),
+            (Some(alice), "login_failed", T0 + 10),
+            (Some(alice), "login_succeeded", T0 + 10),
+            (None, "login_failed", T0 + 15),
+            // Not a foreign key: the trail may name an account that no longer exists.
+            (Some(NOBODY), "account_disabled", T0 + 1),
+        ] {
+            store
+                .record_audit(&AuditEvent {
+                    user_id,
+                    event,
+                    ip: (event != "registered").then_some("203.0.113.7"),
+                    user_agent: (event == "login_succeeded").then_some("curl/8.0"),
+                    at,
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(raw.count("SELECT COUNT(*) FROM audit_events").await, 7);
+
+        let events = |records: &[gatehouse::store::AuditRecord]| -> Vec<(String, i64)> {
+            records
+                .iter()
+                .map(|r| (r.event.clone(), r.created_at))
+                .collect()
+        };
+        let all = store.audit_for_user(alice, T0, 100).await.unwrap();
+        assert_eq!(
+            events(&all),
+            [
+                ("registered".to_owned(), T0),
+                ("login_failed".to_owned(), T0 + 10),
+                ("login_succeeded".to_owned(), T0 + 10),
+                ("password_set".to_owned(), T0 + 20),
+            ]
+        );
+        assert!(all.iter().all(|r| r.user_id == Some(alice)));
+        assert!(all[1].id < all[2].id);
+        assert_eq!(
+            (all[0].ip.as_deref(), all[0].user_agent.as_deref()),
+            (None, None)
+        );
+        assert_eq!(
+            (all[2].ip.as_deref(), all[2].user_agent.as_deref()),
+            (Some("203.0.113.7"), Some("curl/8.0"))
+        );
+        // `since` is inclusive; `limit` keeps the oldest.
+        let since = store.audit_for_user(alice, T0 + 10, 100).await.unwrap();
+        assert_eq!(
+            events(&since),
+            [
+                ("login_failed".to_owned(), T0 + 10),
+                ("login_succeeded".to_owned(), T0 + 10),
+                ("password_set".to_owned(), T0 + 20),
+            ]
+        );
+        let first = store.audit_for_user(alice, T0, 2).await.unwrap();
+        assert_eq!(
+            events(&first),
+            [
+                ("registered".to_owned(), T0),
+                ("login_failed".to_owned(), T0 + 10),
+            ]
+        );
+        assert!(store
+            .audit_for_user(alice, T0 + 21, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        let of_bob = store.audit_for_user(bob, T0, 100).await.unwrap();
+        assert_eq!(events(&of_bob), [("registered".to_owned(), T0 + 5)]);
+        assert_eq!(
+            store.audit_for_user(NOBODY, T0, 100).await.unwrap().len(),
+            1
+        );
+
+        // Strictly older than `before`: alice's T0, NOBODY's T0 + 1 and bob's T0 + 5.
+        assert_eq!(store.purge_audit(T0 + 10).await.unwrap(), 3);
+        assert_eq!(store.purge_audit(T0 + 10).await.unwrap(), 0);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM audit_events").await, 4);
+        assert_eq!(store.audit_for_user(alice, T0, 100).await.unwrap().len(), 3);
+        assert!(store.audit_for_user(bob, T0, 100).await.unwrap().is_empty());
+        assert_eq!(store.purge_audit(T0 + 1000).await.unwrap(), 4);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM audit_events").await, 0);
+    }
+
+    /// An import row, normalised as `import-seed` does.
+    fn import_row(name: &str, mail: &str, tel: Option<&str>, created_at: i64) -> ImportUser {
+        let (u, e) = (username(name), email(mail));
+        ImportUser {
+            username: u.as_str().to_owned(),
+            username_norm: u.key().to_owned(),
+            email: e.as_str().to_owned(),
+            email_norm: e.key().to_owned(),
+            phone: tel.map(|t| phone(t).as_str().to_owned()),
+            password_hash: format!("hash-of-{name}"),
+            created_at,
+        }
+    }
+
+    pub async fn importing_users_skips_collisions_with_existing_rows_and_within_the_batch(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        create(
+            &store,
+            "alice",
+            "alice@example.com",
+            Some("+1 415 555 0100"),
+        )
+        .await
+        .unwrap();
+        let batch = [
+            import_row("newbie", "newbie@example.com", None, T0 - 100),
+            // Collide with the existing alice on username, email and phone.
+            import_row("ALICE", "alice2@example.com", None, T0),
+            import_row("other", "Alice@Example.COM", None, T0),
+            import_row("third", "third@example.com", Some("+14155550100"), T0),
+            // Collide with an earlier row of the same batch.
+            import_row("dup", "dup@example.com", Some("+44 20 7946 0001"), T0 - 50),
+            import_row("Dup", "dup2@example.com", None, T0),
+            import_row("dupmail", "DUP@example.com", None, T0),
+            import_row(
+                "dupphone",
+                "dupphone@example.com",
+                Some("+442079460001"),
+                T0,
+            ),
+            // Users without a phone never collide on it.
+            import_row("nophone1", "nophone1@example.com", None, T0 - 10),
+            import_row("nophone2", "nophone2@example.com", None, T0 - 20),
+        ];
+        assert_eq!(store.import_users(&batch).await.unwrap(), 4);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM users").await, 5);
+
+        for (name, created_at, tel) in [
+            ("newbie", T0 - 100, None),
+            ("dup", T0 - 50, Some("+442079460001")),
+            ("nophone1", T0 - 10, None),
+            ("nophone2", T0 - 20, None),
+        ] {
+            let found = store.find_user(&id(name)).await.unwrap();
+            let found = found.unwrap_or_else(|| panic!("{name} was not imported"));
+            // The first of the colliding batch rows is the one kept.
+            assert_eq!(found.username, name);
+            assert_eq!(found.email, format!("{name}@example.com"));
+            assert_eq!(found.phone.as_deref(), tel);
+            assert_eq!(found.password_hash, format!("hash-of-{name}"));
+            assert_eq!((found.created_at, found.disabled_at), (created_at, None));
+        }
+        for name in ["other", "third", "dupmail", "dupphone"] {
+            assert!(
+                store.find_user(&id(name)).await.unwrap().is_none(),
+                "{name} was imported despite colliding"
+            );
+        }
+        let alice = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                alice.username.as_str(),
+                alice.email.as_str(),
+                alice.password_hash.as_str()
+            ),
+            ("alice", "alice@example.com", HASH)
+        );
+
+        // Importing the same file again changes nothing.
+        assert_eq!(store.import_users(&batch).await.unwrap(), 0);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM users").await, 5);
+        assert_eq!(store.import_users(&[]).await.unwrap(), 0);
+        // Imported users are ordinary users: registering their names is a conflict.
+        let taken = create(&store, "NEWBIE", "fresh@example.com", None).await;
+        assert!(matches!(taken, Err(StoreError::Conflict)), "{taken:?}");
+    }
+
+    pub async fn stats_count_pending_and_failed_messages(store: Arc<dyn Store>, _: Raw) {
+        let empty = store.stats().await.unwrap();
+        assert_eq!((empty.outbox_pending, empty.outbox_failed), (0, 0));
+
+        let alice = user(&store, "alice").await;
+        for i in 0..5 {
+            issue(&store, alice, &format!("code-{i}"), T0 + i, T0 + 600).await;
+        }
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.outbox_pending, stats.outbox_failed), (5, 0));
+
+        let items = drain(&store, T0 + 10).await;
+        assert_eq!(items.len(), 5);
+        // Claimed but unreported messages are still pending.
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.outbox_pending, stats.outbox_failed), (5, 0));
+        store.outbox_sent(items[0].id, T0 + 11).await.unwrap();
+        store
+            .outbox_failed(items[1].id, T0 + 11, "no")
+            .await
+            .unwrap();
+        store
+            .outbox_failed(items[2].id, T0 + 11, "no")
+            .await
+            .unwrap();
+        store
+            .outbox_retry(items[3].id, T0 + 100, "later")
+            .await
+            .unwrap();
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.outbox_pending, stats.outbox_failed), (2, 2));
+
+        // Purging finished messages takes the failed ones out of the count.
+        store.purge_expired(T0 + 20, T0 + 1000).await.unwrap();
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.outbox_pending, stats.outbox_failed), (2, 0));
+
+        // The store has used at least one connection, and never more than its pools allow.
+        let connections = stats.pool_idle + stats.pool_in_use;
+        assert!((1..=16).contains(&connections), "{stats:?}");
     }
 }

@@ -7,6 +7,7 @@
 //! last attempt. If the process dies mid-send the lease runs out and another attempt is
 //! made: delivery is at least once, and exactly once in normal operation.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct OutboxWorker {
     pub notifiers: Notifiers,
     pub settings: OutboxSettings,
     pub wake: Arc<Notify>,
+    /// Set to the current time on every round of the loop.
+    pub heartbeat: Arc<AtomicI64>,
 }
 
 impl OutboxWorker {
@@ -34,6 +37,7 @@ impl OutboxWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!("outbox worker started");
         loop {
+            self.heartbeat.store(now(), Ordering::Relaxed);
             if *shutdown.borrow() {
                 break;
             }

@@ -11,12 +11,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{limit, MessageBody};
+use super::{audit, limit, MessageBody};
 use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::auth::token::{new_token, token_hash};
 use crate::domain::{Identifier, Password};
 use crate::error::{ApiError, Result};
-use crate::extract::{ApiJson, ClientIp};
+use crate::extract::{ApiJson, RequestMeta};
 use crate::state::{now, AppState};
 use crate::store::NewSession;
 
@@ -32,14 +32,20 @@ struct LoginRequest {
 
 async fn login(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    meta: RequestMeta,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse> {
     let identifier = Identifier::parse(&req.identifier)?;
     let password = Password::parse("password", req.password)?;
     let limits = &state.settings.limits;
     let account = identifier.key();
-    limit(&state, &limits.login_per_ip, "login:ip", &ip.to_string()).await?;
+    limit(
+        &state,
+        &limits.login_per_ip,
+        "login:ip",
+        &meta.ip.to_string(),
+    )
+    .await?;
     limit(&state, &limits.login_per_account, "login:account", account).await?;
     limit(
         &state,
@@ -49,11 +55,9 @@ async fn login(
     )
     .await?;
 
-    let user = state
-        .store
-        .find_user(&identifier)
-        .await?
-        .filter(|u| u.disabled_at.is_none());
+    let found = state.store.find_user(&identifier).await?;
+    let known_id = found.as_ref().map(|u| u.id);
+    let user = found.filter(|u| u.disabled_at.is_none());
     let verdict = state
         .hasher
         .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
@@ -62,6 +66,7 @@ async fn login(
     let Some(user) = user.filter(|_| verdict.ok) else {
         tracing::info!("login failed");
         metrics::counter!("gatehouse_logins_total", "result" => "failed").increment(1);
+        audit(&state, "login_failed", known_id, &meta).await;
         return Err(ApiError::InvalidCredentials);
     };
     state
@@ -104,6 +109,7 @@ async fn login(
         .await?;
     tracing::info!(user_id = user.id, "login succeeded");
     metrics::counter!("gatehouse_logins_total", "result" => "succeeded").increment(1);
+    audit(&state, "login_succeeded", Some(user.id), &meta).await;
     let cookie = set_cookie(
         SESSION_COOKIE,
         &token,

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::config::Rule;
 use crate::error::{ApiError, Result};
-use crate::state::AppState;
+use crate::extract::RequestMeta;
+use crate::state::{now, AppState};
+use crate::store::{AuditEvent, UserId};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,6 +31,27 @@ pub fn router() -> Router<AppState> {
 #[derive(Serialize)]
 pub struct MessageBody {
     pub message: &'static str,
+}
+
+/// Records a security event in the audit trail. Best effort: a failed write is logged,
+/// never turned into a failed request for something that already happened.
+pub(crate) async fn audit(
+    state: &AppState,
+    event: &str,
+    user_id: Option<UserId>,
+    meta: &RequestMeta,
+) {
+    let ip = meta.ip.to_string();
+    let record = AuditEvent {
+        user_id,
+        event,
+        ip: Some(&ip),
+        user_agent: meta.user_agent.as_deref(),
+        at: now(),
+    };
+    if let Err(e) = state.store.record_audit(&record).await {
+        tracing::warn!(error = %e, event, "audit event not recorded");
+    }
 }
 
 /// Counts one event against a named limit; 429 with `Retry-After` when over.

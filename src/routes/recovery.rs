@@ -17,12 +17,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{limit, MessageBody};
+use super::{audit, limit, MessageBody};
 use crate::auth::session::{cookie, set_cookie, RESET_COOKIE};
 use crate::auth::token::{looks_like_token, new_code, new_token, token_hash};
 use crate::domain::{Email, Identifier, NewPassword, OtpCode, ParseError, Username};
 use crate::error::{ApiError, Result};
-use crate::extract::{ApiJson, ClientIp};
+use crate::extract::{ApiJson, RequestMeta};
 use crate::notify::{Channel, Message};
 use crate::state::{now, AppState};
 use crate::store::{NewCode, NewOutbox, NewResetToken, User};
@@ -43,7 +43,7 @@ struct ForgotRequest {
 
 async fn forgot_password(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    meta: RequestMeta,
     ApiJson(req): ApiJson<ForgotRequest>,
 ) -> Result<Json<MessageBody>> {
     let identifier = Identifier::parse(&req.identifier)?;
@@ -54,7 +54,13 @@ async fn forgot_password(
         Some(_) => Err(ParseError::new("channel", "must be \"email\" or \"sms\""))?,
     };
     let limits = &state.settings.limits;
-    limit(&state, &limits.forgot_per_ip, "forgot:ip", &ip.to_string()).await?;
+    limit(
+        &state,
+        &limits.forgot_per_ip,
+        "forgot:ip",
+        &meta.ip.to_string(),
+    )
+    .await?;
     limit(
         &state,
         &limits.forgot_per_account,
@@ -79,6 +85,7 @@ async fn forgot_password(
             tracing::info!(user_id = user.id, "code not issued: hourly cap reached");
         } else {
             issue_code(&state, &user, &identifier, channel).await?;
+            audit(&state, "code_requested", Some(user.id), &meta).await;
         }
     }
     Ok(Json(MessageBody {
@@ -136,6 +143,7 @@ async fn issue_code(
         channel = channel.as_str(),
         "recovery code issued"
     );
+    code_event("requested");
     Ok(())
 }
 
@@ -162,7 +170,7 @@ struct ValidateResponse {
 
 async fn validate_otp(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    meta: RequestMeta,
     ApiJson(req): ApiJson<ValidateRequest>,
 ) -> Result<impl IntoResponse> {
     let identifier = Identifier::parse(&req.identifier)?;
@@ -172,7 +180,7 @@ async fn validate_otp(
         &state,
         &limits.validate_per_ip,
         "validate:ip",
-        &ip.to_string(),
+        &meta.ip.to_string(),
     )
     .await?;
     limit(
@@ -197,6 +205,7 @@ async fn validate_otp(
     };
     let max = state.settings.recovery.otp_max_attempts;
     if !state.store.claim_attempt(code.id, now, max).await? {
+        code_event("exhausted");
         return Err(ApiError::InvalidOtp);
     }
     if !state
@@ -204,6 +213,8 @@ async fn validate_otp(
         .code_matches(user.id, otp.expose(), &code.code_hash)
     {
         tracing::info!(user_id = user.id, "wrong recovery code");
+        code_event("failed");
+        audit(&state, "code_failed", Some(user.id), &meta).await;
         return Err(ApiError::InvalidOtp);
     }
     let token = new_token();
@@ -225,6 +236,7 @@ async fn validate_otp(
     }
     tracing::info!(user_id = user.id, "recovery code validated");
     code_event("validated");
+    audit(&state, "code_validated", Some(user.id), &meta).await;
     let cookie = set_cookie(
         RESET_COOKIE,
         &token,
@@ -255,7 +267,7 @@ const BAD_TOKEN: ApiError = ApiError::Unauthorized("Invalid or expired reset tok
 
 async fn reset_password(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    meta: RequestMeta,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<impl IntoResponse> {
@@ -273,7 +285,7 @@ async fn reset_password(
         &state,
         &state.settings.limits.reset_per_ip,
         "reset:ip",
-        &ip.to_string(),
+        &meta.ip.to_string(),
     )
     .await?;
 
@@ -327,6 +339,8 @@ async fn reset_password(
     }
     state.outbox_wake.notify_one();
     tracing::info!(user_id = user.id, "password reset; all sessions revoked");
+    audit(&state, "password_reset", Some(user.id), &meta).await;
+    audit(&state, "sessions_revoked", Some(user.id), &meta).await;
     let clear = set_cookie(
         RESET_COOKIE,
         "",

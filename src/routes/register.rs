@@ -6,10 +6,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{limit, MessageBody};
+use super::{audit, limit, MessageBody};
 use crate::domain::{Email, NewPassword, Phone, Username};
 use crate::error::Result;
-use crate::extract::{ApiJson, ClientIp};
+use crate::extract::{ApiJson, RequestMeta};
 use crate::state::{now, AppState};
 use crate::store::NewUser;
 
@@ -28,7 +28,7 @@ struct RegisterRequest {
 
 async fn register(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    meta: RequestMeta,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<MessageBody>)> {
     let username = Username::parse(&req.username)?;
@@ -43,7 +43,7 @@ async fn register(
         &state,
         &state.settings.limits.register_per_ip,
         "register:ip",
-        &ip.to_string(),
+        &meta.ip.to_string(),
     )
     .await?;
 
@@ -52,7 +52,7 @@ async fn register(
         .hash(&password)
         .await
         .map_err(crate::error::ApiError::internal)?;
-    state
+    let user_id = state
         .store
         .create_user(&NewUser {
             username: &username,
@@ -62,7 +62,8 @@ async fn register(
             now: now(),
         })
         .await?;
-    tracing::info!("user registered");
+    tracing::info!(user_id, "user registered");
+    audit(&state, "registered", Some(user_id), &meta).await;
     Ok((
         StatusCode::CREATED,
         Json(MessageBody {

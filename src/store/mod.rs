@@ -78,6 +78,50 @@ pub struct User {
     pub disabled_at: Option<i64>,
 }
 
+/// One security event for the audit trail.
+pub struct AuditEvent<'a> {
+    pub user_id: Option<UserId>,
+    /// registered, login_succeeded, login_failed, code_requested, code_validated,
+    /// code_failed, password_reset, sessions_revoked, account_disabled, account_enabled,
+    /// password_set.
+    pub event: &'a str,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub at: i64,
+}
+
+/// An audit row as stored.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub user_id: Option<i64>,
+    pub event: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: i64,
+}
+
+/// A user brought in by `import-seed`, already parsed and normalised.
+#[derive(Debug, Clone)]
+pub struct ImportUser {
+    pub username: String,
+    pub username_norm: String,
+    pub email: String,
+    pub email_norm: String,
+    pub phone: Option<String>,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// Figures for /metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    pub outbox_pending: i64,
+    pub outbox_failed: i64,
+    pub pool_idle: u32,
+    pub pool_in_use: u32,
+}
+
 /// A live session's user, with what the idle clock needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
@@ -225,6 +269,40 @@ pub trait Store: Send + Sync + 'static {
     /// `sent_before`. Returns how many rows went.
     async fn purge_expired(&self, now: i64, sent_before: i64) -> StoreResult<u64>;
 
+    /// Users whose username, email or phone contains `search` (case-insensitive), or all,
+    /// oldest first, at most `limit`.
+    async fn list_users(&self, search: Option<&str>, limit: u32) -> StoreResult<Vec<User>>;
+
+    /// Disables (`Some(now)`) or enables (`None`) a user; disabling also revokes all their
+    /// sessions, in the same transaction. False when there is no such user.
+    async fn set_disabled(&self, user_id: UserId, disabled_at: Option<i64>) -> StoreResult<bool>;
+
+    /// Deletes all of a user's sessions; returns how many.
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64>;
+
+    /// An administrator's password change: in one transaction sets the hash, revokes all
+    /// sessions and kills outstanding codes and reset tokens. False when no such user.
+    async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool>;
+
+    async fn record_audit(&self, event: &AuditEvent<'_>) -> StoreResult<()>;
+
+    /// A user's audit events since `since`, oldest first, at most `limit`.
+    async fn audit_for_user(
+        &self,
+        user_id: UserId,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Deletes audit events older than `before`; returns how many.
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64>;
+
+    /// Inserts the users that collide with no existing username, email or phone, in one
+    /// transaction; returns how many were inserted (the rest are duplicates).
+    async fn import_users(&self, users: &[ImportUser]) -> StoreResult<u64>;
+
+    async fn stats(&self) -> StoreResult<StoreStats>;
+
     /// The newest applied migration.
     async fn schema_version(&self) -> StoreResult<i64>;
 
@@ -246,5 +324,69 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> StoreResult<
             "`{}` — expected sqlite://…, postgres://… or mysql://…",
             url.split(':').next().unwrap_or_default()
         )))
+    }
+}
+
+/// The newest migration this binary carries for the backend of `url`: `/readyz` reports
+/// the database as behind when its schema is older.
+pub fn expected_schema_version(url: &str) -> i64 {
+    let migrator = if url.starts_with("postgres") {
+        sqlx::migrate!("migrations/postgres")
+    } else if url.starts_with("mysql") || url.starts_with("mariadb") {
+        sqlx::migrate!("migrations/mysql")
+    } else {
+        sqlx::migrate!("migrations/sqlite")
+    };
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Opens one connection and runs `SELECT 1`, without migrating anything: what
+/// `check-config` uses to say whether the database answers.
+pub async fn check_reachable(settings: &crate::config::DatabaseSettings) -> Result<String, String> {
+    use sqlx::Connection;
+    let url = settings.database_url.as_str();
+    let scheme = url.split(':').next().unwrap_or_default();
+    let check = async {
+        match scheme {
+            "sqlite" => {
+                let opts =
+                    <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)?
+                        .create_if_missing(false);
+                match sqlx::SqliteConnection::connect_with(&opts).await {
+                    Ok(mut c) => sqlx::query("SELECT 1")
+                        .execute(&mut c)
+                        .await
+                        .map(|_| "answers"),
+                    // A missing file is created at start.
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("14") => {
+                        Ok("file does not exist yet; it will be created at start")
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            "postgres" | "postgresql" => {
+                let mut c = sqlx::PgConnection::connect(url).await?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut c)
+                    .await
+                    .map(|_| "answers")
+            }
+            "mysql" | "mariadb" => {
+                let mut c =
+                    sqlx::MySqlConnection::connect(&url.replacen("mariadb:", "mysql:", 1)).await?;
+                sqlx::query("SELECT 1")
+                    .execute(&mut c)
+                    .await
+                    .map(|_| "answers")
+            }
+            other => Err(sqlx::Error::Configuration(
+                format!("unsupported DATABASE_URL scheme `{other}`").into(),
+            )),
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), check).await {
+        Ok(Ok(detail)) => Ok(format!("{scheme}: {detail}")),
+        Ok(Err(e)) => Err(format!("{scheme}: {e}")),
+        Err(_) => Err(format!("{scheme}: timed out")),
     }
 }

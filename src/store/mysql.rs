@@ -31,11 +31,11 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
-use sqlx::{Executor, MySql, MySqlPool, Transaction};
+use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder, Transaction};
 
 use super::{
-    LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow,
-    Store, StoreError, StoreResult, User, UserId,
+    AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession,
+    NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult, StoreStats, User, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -511,6 +511,239 @@ impl Store for MySqlStore {
         Ok(n)
     }
 
+    async fn list_users(&self, search: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        // The other backends match `%` and `_` as wildcards and every other character
+        // literally (SQLite has no LIKE escape, PostgreSQL is given ESCAPE ''). MySQL's LIKE
+        // treats `\` as an escape by default, and MariaDB keeps doing so under ESCAPE '', so
+        // the escape is an explicit `!`, doubled in the pattern to stand for itself. The
+        // *_norm columns and phone are utf8mb4_bin, so the match is exact on the lower-cased
+        // pattern, as on the other backends (the stored keys are lower case already).
+        let search = search.unwrap_or("").to_lowercase().replace('!', "!!");
+        let pattern = format!("%{search}%");
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE username_norm LIKE ? ESCAPE '!' OR email_norm LIKE ? ESCAPE '!'
+                OR COALESCE(phone, '') LIKE ? ESCAPE '!'
+             ORDER BY id LIMIT ?"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(&pattern)
+            .bind(&pattern)
+            .bind(&pattern)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn set_disabled(&self, user_id: UserId, disabled_at: Option<i64>) -> StoreResult<bool> {
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // Existence comes from the lock, not from the UPDATE's row count, so the answer
+            // does not hinge on CLIENT_FOUND_ROWS (enabling an enabled user changes nothing).
+            if !lock_user(&mut tx, user_id).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query("UPDATE users SET disabled_at = ? WHERE id = ?")
+                .bind(disabled_at)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if disabled_at.is_some() {
+                sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
+        // One statement, no transaction: it takes only locks on the user's sessions, in
+        // index order, as the DELETEs of the locking transactions do.
+        Ok(retry_on_deadlock(move || {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&self.pool)
+        })
+        .await?
+        .rows_affected())
+    }
+
+    async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool> {
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            // As in reset_password: a code issued or redeemed concurrently either commits
+            // first (and is killed below) or waits for this to commit.
+            if !lock_user(&mut tx, user_id).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+                .bind(hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            for sql in [
+                "UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+                "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+            ] {
+                sqlx::query(sql)
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
+        retry_on_deadlock(move || {
+            sqlx::query(
+                "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(e.user_id)
+            .bind(e.event)
+            .bind(e.ip)
+            .bind(e.user_agent)
+            .bind(e.at)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_for_user(
+        &self,
+        user_id: UserId,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        // The text columns have the table's default collation, but a server whose default
+        // utf8mb4 collation is binary would make sqlx take them for VARBINARY (see the
+        // module doc); CONVERT makes them decode as String either way.
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, CONVERT(event USING utf8mb4) AS event,
+                    CONVERT(ip USING utf8mb4) AS ip,
+                    CONVERT(user_agent USING utf8mb4) AS user_agent, created_at
+             FROM audit_events
+             WHERE user_id = ? AND created_at >= ? ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(user_id)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
+        // In batches, each committing on its own: one DELETE of a long backlog would hold
+        // its next-key locks (up to the supremum, when every row is old) for the whole
+        // run, and so block every audit insert meanwhile. ORDER BY on the index's full key
+        // (created_at, then the primary key it carries) keeps each batch deterministic.
+        let mut n = 0;
+        loop {
+            let done = retry_on_deadlock(move || {
+                sqlx::query(
+                    "DELETE FROM audit_events WHERE created_at < ?
+                     ORDER BY created_at, id LIMIT ?",
+                )
+                .bind(before)
+                .bind(PURGE_BATCH)
+                .execute(&self.pool)
+            })
+            .await?
+            .rows_affected();
+            n += done;
+            if done < PURGE_BATCH {
+                return Ok(n);
+            }
+        }
+    }
+
+    async fn import_users(&self, users: &[ImportUser]) -> StoreResult<u64> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        // Duplicates are skipped with `ON DUPLICATE KEY UPDATE id = id`, not INSERT IGNORE:
+        // IGNORE would also turn strict mode's errors (a value too long, cut to fit) into
+        // warnings and store the damaged row. The no-op update skips only duplicate keys,
+        // on any unique index, against existing rows and earlier rows of the batch alike.
+        //
+        // The statement's row count cannot say how many rows went in: sqlx connects with
+        // CLIENT_FOUND_ROWS, under which a skipped duplicate counts 1 (matched), just like
+        // an inserted row. So the rows of the batch are counted before and after the insert
+        // (by username_norm, which is unique, and which every inserted row carries), both
+        // times with a locking read: under REPEATABLE READ the first one takes record and
+        // gap locks on every one of those names, so until commit no other transaction can
+        // add, remove or rename a row with one of them, and the difference is exactly what
+        // this transaction inserted. The isolation level is set for the transaction, since
+        // READ COMMITTED (a common server setting) takes no gap locks.
+        //
+        // The batch is sent in chunks so that no statement exceeds the protocol's 65,535
+        // placeholders; all chunks share the one transaction.
+        retry_on_deadlock(move || async move {
+            let mut conn = self.pool.acquire().await?;
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .await?;
+            let mut tx = conn.begin().await?;
+            let mut inserted = 0;
+            for chunk in users.chunks(IMPORT_CHUNK) {
+                let before = count_names(&mut tx, chunk).await?;
+                let mut qb = QueryBuilder::<MySql>::new(
+                    "INSERT INTO users (username, username_norm, email, email_norm, phone,
+                                        password_hash, created_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut row, u| {
+                    row.push_bind(&u.username)
+                        .push_bind(&u.username_norm)
+                        .push_bind(&u.email)
+                        .push_bind(&u.email_norm)
+                        .push_bind(&u.phone)
+                        .push_bind(&u.password_hash)
+                        .push_bind(u.created_at)
+                        .push_bind(u.created_at);
+                });
+                qb.push(" ON DUPLICATE KEY UPDATE id = id");
+                qb.build().execute(&mut *tx).await?;
+                let after = count_names(&mut tx, chunk).await?;
+                inserted += after.saturating_sub(before);
+            }
+            tx.commit().await?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        // Two index range counts on outbox_due (status, next_attempt_at).
+        let (pending, failed): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
+                    (SELECT COUNT(*) FROM outbox WHERE status = 'failed')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        Ok(StoreStats {
+            outbox_pending: pending,
+            outbox_failed: failed,
+            pool_idle: idle,
+            pool_in_use: self.pool.size().saturating_sub(idle),
+        })
+    }
+
     async fn schema_version(&self) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
@@ -534,12 +767,37 @@ impl Store for MySqlStore {
 /// With it they queue. Every such transaction must take it first: a redemption holding its
 /// code's row would otherwise wait for the user's row (its insert's foreign key check)
 /// while an issue holding the user's row waits for the code's.
-async fn lock_user(tx: &mut Transaction<'_, MySql>, user_id: UserId) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT id FROM users WHERE id = ? FOR UPDATE")
+///
+/// Returns whether the user exists.
+async fn lock_user(tx: &mut Transaction<'_, MySql>, user_id: UserId) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = ? FOR UPDATE")
         .bind(user_id)
         .fetch_optional(&mut **tx)
         .await?;
-    Ok(())
+    Ok(found.is_some())
+}
+
+/// How many audit rows one DELETE of `purge_audit` removes at most.
+const PURGE_BATCH: u64 = 10_000;
+
+/// How many users one INSERT of `import_users` carries: 8 placeholders each, well below the
+/// 65,535 a prepared statement may have.
+const IMPORT_CHUNK: usize = 1_000;
+
+/// How many users have one of the chunk's usernames, with a shared lock on each of those
+/// names (on the row, or on the gap where it would go); see `import_users`.
+async fn count_names(
+    tx: &mut Transaction<'_, MySql>,
+    chunk: &[ImportUser],
+) -> Result<u64, sqlx::Error> {
+    let mut qb = QueryBuilder::<MySql>::new("SELECT COUNT(*) FROM users WHERE username_norm IN (");
+    let mut names = qb.separated(", ");
+    for u in chunk {
+        names.push_bind(&u.username_norm);
+    }
+    qb.push(") LOCK IN SHARE MODE");
+    let n: i64 = qb.build_query_scalar().fetch_one(&mut **tx).await?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// How many times a transaction is run in all when InnoDB keeps picking it as the victim

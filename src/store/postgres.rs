@@ -15,8 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use super::{
-    LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow,
-    Store, StoreError, StoreResult, User, UserId,
+    AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession,
+    NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult, StoreStats, User, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -430,6 +430,158 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn list_users(&self, search: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        // The *_norm columns are lower case already, so a lower-cased pattern matches
+        // case-insensitively. `%` and `_` in the search stay wildcards, as in SQLite;
+        // ESCAPE '' turns off PostgreSQL's default backslash escape, which SQLite lacks.
+        let pattern = format!("%{}%", search.unwrap_or("").to_lowercase());
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE username_norm LIKE $1 ESCAPE '' OR email_norm LIKE $1 ESCAPE ''
+                OR COALESCE(phone, '') LIKE $1 ESCAPE ''
+             ORDER BY id LIMIT $2"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(pattern)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn set_disabled(&self, user_id: UserId, disabled_at: Option<i64>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+            .bind(disabled_at)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if disabled_at.is_some() {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Updating the user row first takes the lock issue_code takes, so a code issued
+        // concurrently either commits first (and is killed below) or waits for this.
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        for sql in [
+            "UPDATE reset_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL",
+            "UPDATE otp_codes SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL",
+        ] {
+            sqlx::query(sql)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(e.user_id)
+        .bind(e.event)
+        .bind(e.ip)
+        .bind(e.user_agent)
+        .bind(e.at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_for_user(
+        &self,
+        user_id: UserId,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, event, ip, user_agent, created_at FROM audit_events
+             WHERE user_id = $1 AND created_at >= $2 ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM audit_events WHERE created_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn import_users(&self, users: &[ImportUser]) -> StoreResult<u64> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO users (username, username_norm, email, email_norm, phone, password_hash, created_at, updated_at) ",
+        );
+        qb.push_values(users, |mut row, u| {
+            row.push_bind(&u.username)
+                .push_bind(&u.username_norm)
+                .push_bind(&u.email)
+                .push_bind(&u.email_norm)
+                .push_bind(&u.phone)
+                .push_bind(&u.password_hash)
+                .push_bind(u.created_at)
+                .push_bind(u.created_at);
+        });
+        // No conflict target: a row colliding on any unique index, with an existing row or
+        // an earlier row of this batch, is skipped rather than failing the statement.
+        qb.push(" ON CONFLICT DO NOTHING");
+        Ok(qb.build().execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        let (pending, failed): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE status = 'pending'), COUNT(*) FILTER (WHERE status = 'failed')
+             FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        Ok(StoreStats {
+            outbox_pending: pending,
+            outbox_failed: failed,
+            pool_idle: idle,
+            pool_in_use: self.pool.size().saturating_sub(idle),
+        })
     }
 
     async fn schema_version(&self) -> StoreResult<i64> {

@@ -14,8 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 use super::{
-    LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow,
-    Store, StoreError, StoreResult, User, UserId,
+    AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession,
+    NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult, StoreStats, User, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -400,6 +400,148 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn list_users(&self, search: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        let pattern = format!("%{}%", search.unwrap_or("").to_lowercase());
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE username_norm LIKE ?1 OR email_norm LIKE ?1 OR COALESCE(phone, '') LIKE ?1
+             ORDER BY id LIMIT ?2"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(pattern)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn set_disabled(&self, user_id: UserId, disabled_at: Option<i64>) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query("UPDATE users SET disabled_at = ? WHERE id = ?")
+            .bind(disabled_at)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if disabled_at.is_some() {
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+
+    async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for sql in [
+            "UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+            "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+        ] {
+            sqlx::query(sql)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(e.user_id)
+        .bind(e.event)
+        .bind(e.ip)
+        .bind(e.user_agent)
+        .bind(e.at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_for_user(
+        &self,
+        user_id: UserId,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, event, ip, user_agent, created_at FROM audit_events
+             WHERE user_id = ? AND created_at >= ? ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(user_id)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM audit_events WHERE created_at < ?")
+            .bind(before)
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+
+    async fn import_users(&self, users: &[ImportUser]) -> StoreResult<u64> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO users (username, username_norm, email, email_norm, phone, password_hash, created_at, updated_at) ",
+        );
+        qb.push_values(users, |mut row, u| {
+            row.push_bind(&u.username)
+                .push_bind(&u.username_norm)
+                .push_bind(&u.email)
+                .push_bind(&u.email_norm)
+                .push_bind(&u.phone)
+                .push_bind(&u.password_hash)
+                .push_bind(u.created_at)
+                .push_bind(u.created_at);
+        });
+        // Any unique index: a duplicate is skipped, not an error.
+        qb.push(" ON CONFLICT DO NOTHING");
+        Ok(qb.build().execute(&self.write).await?.rows_affected())
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        let (pending, failed): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'failed'), 0) FROM outbox",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        let idle = self.read.num_idle() as u32 + self.write.num_idle() as u32;
+        let size = self.read.size() + self.write.size();
+        Ok(StoreStats {
+            outbox_pending: pending,
+            outbox_failed: failed,
+            pool_idle: idle,
+            pool_in_use: size.saturating_sub(idle),
+        })
     }
 
     async fn schema_version(&self) -> StoreResult<i64> {
