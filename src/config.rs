@@ -105,6 +105,15 @@ pub struct Settings {
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Longest a client may take to send a request's headers, and longest a kept-alive
+    /// connection may sit idle; slower connections are closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+
+    /// Most open client connections; more are refused at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Longest time a request may take before the server answers 503.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub request_timeout: Duration,
@@ -224,6 +233,10 @@ pub struct OutboxSettings {
     /// How often the delivery worker looks for due messages when idle.
     #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub outbox_poll_interval: Duration,
+
+    /// Messages delivered at once by each instance (each worker claims its own).
+    #[arg(long, env = "OUTBOX_WORKERS", default_value_t = 4)]
+    pub outbox_workers: usize,
 
     /// Longest one delivery attempt may take (SMTP or Twilio).
     #[arg(long, env = "NOTIFY_TIMEOUT", default_value = "10s", value_parser = duration)]

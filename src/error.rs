@@ -94,8 +94,10 @@ impl ApiError {
 }
 
 /// The body of every error response.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "Invalid credentials"}))]
 pub struct ErrorBody {
+    /// What went wrong, naming the field when one is at fault.
     pub error: String,
 }
 

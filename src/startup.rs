@@ -2,22 +2,29 @@
 //! router with its middleware, listener — and running it until a shutdown signal. `main`
 //! and the tests use the same `Application::build`.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use rand::RngCore;
 use secrecy::ExposeSecret;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
-use tower::ServiceBuilder;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -137,34 +144,105 @@ impl Application {
         } = self;
         tracing::info!("listening on http://{}", listener.local_addr()?);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let worker = tokio::spawn(worker.run(stop_rx.clone()));
+        let workers: Vec<_> = (0..state.settings.outbox.outbox_workers.max(1))
+            .map(|_| tokio::spawn(worker.clone().run(stop_rx.clone())))
+            .collect();
         let purger = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
-        let grace = state.settings.shutdown_grace;
-        let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections");
-            let _ = stop_tx.send(true);
-        });
-        let mut server = tokio::spawn(server.into_future());
-        let mut stopping = stop_rx.clone();
-        tokio::select! {
-            result = &mut server => {
-                result.map_err(|e| std::io::Error::other(e.to_string()))??;
-            }
-            _ = async {
-                let _ = stopping.wait_for(|stop| *stop).await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("grace period over; dropping the connections still open");
-                server.abort();
+        let settings = state.settings.clone();
+        let router = app(state);
+
+        let graceful = GracefulShutdown::new();
+        let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = connections.clone().try_acquire_owned() else {
+                        // Over MAX_CONNECTIONS: refuse at once rather than queue.
+                        metrics::counter!("gatehouse_connections_refused_total").increment(1);
+                        drop(stream);
+                        continue;
+                    };
+                    serve_connection(stream, peer, router.clone(), &settings, &graceful, permit);
+                }
+                _ = &mut shutdown => break,
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        drop(listener);
+        let _ = stop_tx.send(true);
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!("all connections closed"),
+            _ = tokio::time::sleep(settings.shutdown_grace) => {
+                tracing::warn!("grace period over; dropping the connections still open");
+            }
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(workers),
+        )
+        .await;
         purger.abort();
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Serves one accepted connection (HTTP/1.1 or HTTP/2) on its own task. Headers must
+/// arrive within HEADER_READ_TIMEOUT — also the longest a kept-alive connection may sit
+/// idle — so slow or idle clients cannot hold connections open; the request itself is
+/// bounded by REQUEST_TIMEOUT in the middleware.
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    settings: &Settings,
+    graceful: &GracefulShutdown,
+    permit: OwnedSemaphorePermit,
+) {
+    let service = router.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req.map(Body::new)
+    });
+    let mut builder = ConnectionBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .keep_alive_interval(settings.header_read_timeout)
+        .keep_alive_timeout(settings.header_read_timeout);
+    // hyper's header timer only starts once a request begins; a connection that sends
+    // nothing at all (or goes quiet between requests) is bounded by this read timeout.
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_read_timeout(Some(settings.header_read_timeout));
+    let connection = builder
+        .serve_connection_with_upgrades(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(service),
+        )
+        .into_owned();
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// The router with every middleware: request ids, tracing, timeout, panic guard, body

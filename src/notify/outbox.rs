@@ -22,6 +22,7 @@ use crate::store::{OutboxItem, Store, StoreResult};
 /// Longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
+#[derive(Clone)]
 pub struct OutboxWorker {
     pub store: Arc<dyn Store>,
     pub keys: Arc<Keys>,

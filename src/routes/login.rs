@@ -11,11 +11,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, limit, MessageBody};
 use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::auth::token::{new_token, token_hash};
 use crate::domain::{Identifier, Password};
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::state::{now, AppState};
 use crate::store::NewSession;
@@ -24,12 +25,48 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/login", post(login))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"identifier": "user@example.com", "password": "correct horse battery"}))]
 struct LoginRequest {
+    /// Email, E.164 phone number (starts with `+`) or username, trimmed and normalised
+    /// (NFKC, case-folded) as at registration.
+    #[schema(min_length = 1)]
     identifier: String,
+    /// 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
     password: String,
 }
 
+/// Check a password and open a session.
+///
+/// Unknown identifier, wrong password and disabled account give the same 401 after the
+/// same work. Rate limited per client IP and per identifier (a successful login clears
+/// the identifier's budget).
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "accounts",
+    operation_id = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the session comes back as the `session` cookie",
+            body = MessageBody,
+            headers(("Set-Cookie" = String,
+                description = "`session=<token>; Path=/; [Secure; ]HttpOnly; SameSite=Strict; \
+                    Max-Age=<SESSION_ABSOLUTE_TIMEOUT>`. The token also works as \
+                    `Authorization: Bearer <token>`.")),
+            links(
+                ("me" = (operation_id = "me", description = "Who is logged in (the session cookie)")),
+                ("logout" = (operation_id = "logout", description = "End the session")),
+            ),
+            example = json!({"message": "Login successful"})),
+        (status = 401, description = "Unknown identifier, wrong password or disabled account, alike",
+            body = ErrorBody, example = json!({"error": "Invalid credentials"})),
+        BodyErrors,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     meta: RequestMeta,

@@ -3,6 +3,7 @@
 
 mod health;
 mod login;
+mod openapi;
 mod recovery;
 mod register;
 mod session;
@@ -23,13 +24,16 @@ pub fn router() -> Router<AppState> {
         .merge(session::router())
         .merge(recovery::router())
         .merge(health::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
 /// The seed's success body: `{"message": "…"}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"message": "Login successful"}))]
 pub struct MessageBody {
+    /// What happened, in the seed server's words.
     pub message: &'static str,
 }
 

@@ -17,11 +17,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, limit, MessageBody};
 use crate::auth::session::{cookie, set_cookie, RESET_COOKIE};
 use crate::auth::token::{looks_like_token, new_code, new_token, token_hash};
 use crate::domain::{Email, Identifier, NewPassword, OtpCode, ParseError, Username};
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::notify::{Channel, Message};
 use crate::state::{now, AppState};
@@ -34,13 +35,63 @@ pub fn router() -> Router<AppState> {
         .route("/reset-password", post(reset_password))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"identifier": "user@example.com", "channel": "email"}))]
 struct ForgotRequest {
+    /// Email, E.164 phone number (starts with `+`) or username.
+    #[schema(min_length = 1)]
     identifier: String,
     /// "email" or "sms"; by default the identifier's kind decides.
+    #[schema(schema_with = channel_schema)]
     channel: Option<String>,
 }
 
+/// `channel`: an enum of "email" and "sms", plus what also means "not given".
+fn channel_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some([
+            serde_json::json!("email"),
+            serde_json::json!("sms"),
+            serde_json::json!(""),
+            serde_json::Value::Null,
+        ]))
+        .description(Some(
+            "`email` or `sms` (any case, surrounding spaces ignored). Absent, null or empty: \
+             SMS when the identifier is a phone number, email otherwise. An account without \
+             a phone gets the code by email whatever is asked.",
+        ))
+        .build()
+}
+
+/// Ask for a one-time code.
+///
+/// Answers the same whether or not the account exists; the code is queued for delivery,
+/// never sent inline. Rate limited per client IP and per identifier; past the hourly cap
+/// of codes per account no code is sent but the answer does not change.
+#[utoipa::path(
+    post,
+    path = "/forgot-password",
+    tag = "recovery",
+    operation_id = "forgot_password",
+    request_body = ForgotRequest,
+    responses(
+        (status = 200, description = "Accepted, whether or not the account exists",
+            body = MessageBody,
+            links(
+                ("validate_otp" = (
+                    operation_id = "validate_otp",
+                    request_body = json!({"identifier": "$request.body#/identifier", "otp": "000000"}),
+                    description = "Trade the code that was sent for a reset token"
+                )),
+            ),
+            example = json!({"message": "OTP sent successfully"})),
+        BodyErrors,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn forgot_password(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -156,18 +207,68 @@ fn seal(state: &AppState, message: &Message) -> Result<String> {
     Ok(state.keys.seal(&json))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"identifier": "user@example.com", "otp": "713113"}))]
 struct ValidateRequest {
+    /// Any identifier of the account: the code is bound to the user, not to the identifier
+    /// it was asked with.
+    #[schema(min_length = 1)]
     identifier: String,
+    /// Exactly 6 ASCII digits (surrounding spaces ignored).
+    #[schema(min_length = 6)]
     otp: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "message": "OTP verified. Proceed to reset password.",
+    "reset_token": "KdAZW5apw5o3lQm4D1w6k0bqC5vTnYb0GdQq3xk7n8Q"
+}))]
 struct ValidateResponse {
     message: &'static str,
+    /// Single use, valid `RESET_TOKEN_TTL` (15 minutes by default): 256 random bits,
+    /// base64url without padding.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
     reset_token: String,
 }
 
+/// Trade a right code for a single-use reset token.
+///
+/// Wrong, expired, used or exhausted code and unknown identifier give the same 400.
+/// Each code dies after `OTP_MAX_ATTEMPTS` guesses. Rate limited per client IP and per
+/// identifier.
+#[utoipa::path(
+    post,
+    path = "/validate-otp",
+    tag = "recovery",
+    operation_id = "validate_otp",
+    request_body = ValidateRequest,
+    responses(
+        (status = 200, description = "The code was right; here is the reset token, also as a cookie",
+            body = ValidateResponse,
+            headers(("Set-Cookie" = String,
+                description = "`reset_token=<token>; Path=/reset-password; [Secure; ]HttpOnly; \
+                    SameSite=Strict; Max-Age=<RESET_TOKEN_TTL>`")),
+            links(
+                ("reset_password" = (
+                    operation_id = "reset_password",
+                    request_body = json!({
+                        "identifier": "$request.body#/identifier",
+                        "reset_token": "$response.body#/reset_token",
+                        "new_password": "a brand new passphrase"
+                    }),
+                    description = "Set a new password with the token"
+                )),
+            )),
+        BodyErrors,
+        // After BodyErrors, whose 400 it replaces.
+        (status = 400, description = "Wrong, expired, used or exhausted code, or the body is \
+            malformed (not JSON, not an object, a field missing)",
+            body = ErrorBody, example = json!({"error": "Invalid or expired OTP"})),
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn validate_otp(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -253,11 +354,22 @@ async fn validate_otp(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "identifier": "user@example.com",
+    "new_password": "a brand new passphrase",
+    "reset_token": "KdAZW5apw5o3lQm4D1w6k0bqC5vTnYb0GdQq3xk7n8Q"
+}))]
 struct ResetRequest {
+    /// Any identifier of the account the token was issued for.
+    #[schema(min_length = 1)]
     identifier: String,
+    /// 8 to 256 characters, all of which count; not one of the 10,000 most common
+    /// passwords, and not the username or email. Checked once the token is.
+    #[schema(min_length = 8, max_length = 256)]
     new_password: String,
     /// Also accepted from the `reset_token` cookie set by /validate-otp.
+    /// Null or empty: the cookie is used.
     reset_token: Option<String>,
 }
 
@@ -265,6 +377,35 @@ const NO_TOKEN: ApiError =
     ApiError::Unauthorized("A reset token is required: validate the OTP first");
 const BAD_TOKEN: ApiError = ApiError::Unauthorized("Invalid or expired reset token");
 
+/// Set a new password with a reset token.
+///
+/// The token is single use; consuming it kills every other code and token of the user
+/// and revokes all their sessions, and a "your password was changed" email is queued.
+/// There is no automatic login. Rate limited per client IP.
+#[utoipa::path(
+    post,
+    path = "/reset-password",
+    tag = "recovery",
+    operation_id = "reset_password",
+    request_body = ResetRequest,
+    params(
+        ("reset_token" = Option<String>, Cookie,
+            description = "The reset token set by `/validate-otp`, used when the body has none"),
+    ),
+    responses(
+        (status = 200, description = "The password was changed; every session was revoked",
+            body = MessageBody,
+            headers(("Set-Cookie" = String,
+                description = "`reset_token=; Path=/reset-password; [Secure; ]HttpOnly; \
+                    SameSite=Strict; Max-Age=0`: the token cookie is cleared")),
+            example = json!({"message": "Password reset successful"})),
+        (status = 401, description = "No reset token, or it is invalid, expired or used",
+            body = ErrorBody, example = json!({"error": "Invalid or expired reset token"})),
+        BodyErrors,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn reset_password(
     State(state): State<AppState>,
     meta: RequestMeta,

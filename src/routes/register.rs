@@ -6,9 +6,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, limit, MessageBody};
 use crate::domain::{Email, NewPassword, Phone, Username};
-use crate::error::Result;
+use crate::error::{ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::state::{now, AppState};
 use crate::store::NewUser;
@@ -17,15 +18,64 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/register", post(register))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "username": "user123",
+    "email": "user@example.com",
+    "phone": "+1234567890",
+    "password": "correct horse battery"
+}))]
 struct RegisterRequest {
+    /// 3 to 50 of `A-Z a-z 0-9 _ . -` after trimming and Unicode NFKC (so full-width
+    /// forms count as their ASCII letters); unique ignoring case.
+    #[schema(min_length = 1)]
     username: String,
+    /// A syntactically valid address with a dotted domain, at most 254 bytes after NFKC;
+    /// unique ignoring case.
+    #[schema(min_length = 1)]
     email: String,
-    /// Optional: the seed required it, we do not.
+    /// Optional: the seed required it, we do not. E.164: `+` and 8 to 15 digits, not
+    /// starting with 0; spaces, dashes, dots and brackets are dropped. Unique. Empty or
+    /// null means none.
     phone: Option<String>,
+    /// 8 to 256 characters, all of which count; not one of the 10,000 most common
+    /// passwords, and not the username or email.
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
 }
 
+/// Create an account.
+#[utoipa::path(
+    post,
+    path = "/register",
+    tag = "accounts",
+    operation_id = "register",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The account was created", body = MessageBody,
+            links(
+                ("login" = (
+                    operation_id = "login",
+                    request_body = json!({
+                        "identifier": "$request.body#/username",
+                        "password": "$request.body#/password"
+                    }),
+                    description = "Log in with the new account"
+                )),
+                ("forgot_password" = (
+                    operation_id = "forgot_password",
+                    request_body = json!({"identifier": "$request.body#/email"}),
+                    description = "Ask for a recovery code for the new account"
+                )),
+            ),
+            example = json!({"message": "User registered successfully"})),
+        (status = 409, description = "The username, email or phone is taken", body = ErrorBody,
+            example = json!({"error": "User already exists"})),
+        BodyErrors,
+        RateLimited,
+        Unavailable,
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     meta: RequestMeta,

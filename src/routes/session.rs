@@ -9,9 +9,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
+use super::openapi::Unavailable;
 use super::MessageBody;
 use crate::auth::session::{set_cookie, AuthSession, SESSION_COOKIE};
-use crate::error::Result;
+use crate::error::{ErrorBody, Result};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -20,16 +21,41 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": 1,
+    "username": "user123",
+    "email": "user@example.com",
+    "phone": "+1234567890",
+    "created_at": "2026-11-24T06:03:11Z"
+}))]
 struct Me {
     id: i64,
+    /// As registered (after NFKC).
     username: String,
     email: String,
+    /// E.164, or null when the account has none.
     phone: Option<String>,
     /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
+/// The account of the session.
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "accounts",
+    operation_id = "me",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The logged-in account", body = Me),
+        (status = 401, description = "No session, or it has expired or was revoked",
+            body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
+        Unavailable,
+    )
+)]
 async fn me(session: AuthSession) -> Json<Me> {
     let u = session.user;
     let created_at = chrono::DateTime::from_timestamp(u.created_at, 0)
@@ -44,6 +70,25 @@ async fn me(session: AuthSession) -> Json<Me> {
     })
 }
 
+/// End the session: it is deleted server-side and the cookie is cleared.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "accounts",
+    operation_id = "logout",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Logged out; the `session` cookie is cleared",
+            body = MessageBody,
+            headers(("Set-Cookie" = String,
+                description = "`session=; Path=/; [Secure; ]HttpOnly; SameSite=Strict; Max-Age=0`")),
+            example = json!({"message": "Logged out"})),
+        (status = 401, description = "No session, or it has expired or was revoked",
+            body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
+        Unavailable,
+    )
+)]
 async fn logout(State(state): State<AppState>, session: AuthSession) -> Result<impl IntoResponse> {
     state.store.delete_session(&session.token_hash).await?;
     let clear = set_cookie(

@@ -7,7 +7,6 @@
 //! wait for the writer.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -39,7 +38,9 @@ impl SqliteStore {
             // OS crash or power cut can drop the last commits.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            // Another process holding the write lock (a backup, a stuck tool) must turn
+            // into a prompt 503, not a request that hangs: wait at most half the budget.
+            .busy_timeout(settings.database_timeout / 2);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(settings.database_timeout)
@@ -553,7 +554,11 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
+        // Readers keep working while something else holds the write lock, so readiness
+        // checks that this instance can actually write: take the lock and let it go.
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("SELECT 1").execute(&mut *tx).await?;
+        tx.rollback().await?;
         Ok(())
     }
 }

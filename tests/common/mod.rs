@@ -149,7 +149,20 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Binds 127.0.0.1:0 and starts accepting connections in the background.
     pub fn start() -> SmtpSink {
-        let listener = bind_loopback();
+        SmtpSink::from_listener(bind_loopback())
+    }
+
+    /// A sink on a given port (to bring a "mail provider" back where it used to be).
+    pub fn start_on(port: u16) -> SmtpSink {
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the SMTP port");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        SmtpSink::from_listener(listener)
+    }
+
+    fn from_listener(listener: std::net::TcpListener) -> SmtpSink {
         let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(SmtpShared {
             mails: Mutex::new(Vec::new()),
@@ -1076,6 +1089,12 @@ impl TestApp {
             }
         }
         self.join_readers(Duration::from_secs(5));
+    }
+
+    /// The server process's id while it runs (for signals sent from another task; the
+    /// process stays our unreaped child, so the id cannot be reused meanwhile).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Sends SIGTERM to the process (by its pid, while it is still our unreaped child)

@@ -1,0 +1,235 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated at compile time
+//! from the `#[utoipa::path]` annotations on the handlers and the `ToSchema` derives on
+//! the bodies they read and write, so it cannot drift from the code. Schemathesis checks
+//! the running server against it (`scripts/schemathesis.sh`).
+//!
+//! Statuses that many routes share are declared once here (`BodyErrors`, `RateLimited`,
+//! `Unavailable`); the headers every response carries (`X-Request-Id`) are added by
+//! `CommonHeaders`.
+
+use std::sync::OnceLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{HeaderBuilder, ObjectBuilder, RefOr, Type};
+use utoipa::{Modify, OpenApi};
+
+use super::{health, login, recovery, register, session};
+use crate::error::ErrorBody;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi_json))
+}
+
+/// The name of the request id header on every response.
+const REQUEST_ID: &str = "X-Request-Id";
+/// Response headers that are always present when their response is documented to have
+/// them. utoipa's header type has no `required`; it is set on the serialised document.
+const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Gatehouse",
+        description = "An authentication server: register, log in, sessions, and password \
+            recovery by one-time code over email or SMS.\n\n\
+            Every request body is JSON (`Content-Type: application/json`, at most 16 KiB). \
+            Every error is `{\"error\": \"…\"}`, naming the field when one is at fault. \
+            Every response carries an `X-Request-Id` (the client's, if it sent one). \
+            An unknown path answers 404 and a known path with another method 405, both \
+            with the same error body. A 500 body never shows internals.",
+        license(name = "MIT"),
+    ),
+    paths(
+        register::register,
+        login::login,
+        session::me,
+        session::logout,
+        recovery::forgot_password,
+        recovery::validate_otp,
+        recovery::reset_password,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&SecuritySchemes, &CommonHeaders),
+    tags(
+        (name = "accounts", description = "Registration, login and sessions"),
+        (name = "recovery", description = "Password recovery by one-time code"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The security schemes of `/me` and `/logout`: a session token, as a bearer token or as
+/// the `session` cookie set by `/login`.
+struct SecuritySchemes;
+
+/// Name of the bearer security scheme (the `security(...)` of the routes repeats it).
+const BEARER: &str = "bearer";
+/// Name of the cookie security scheme.
+const SESSION_COOKIE: &str = "session_cookie";
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <token>`, the token being the value of the \
+                         `session` cookie set by `/login`",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            SESSION_COOKIE,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::session::SESSION_COOKIE,
+                "The session cookie set by `/login` (HttpOnly, SameSite=Strict)",
+            ))),
+        );
+    }
+}
+
+/// Adds `X-Request-Id` to every response of every operation.
+struct CommonHeaders;
+
+impl Modify for CommonHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let header = HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some(
+                "The request's id: the client's `X-Request-Id` if it sent one, otherwise a \
+                 new UUID. Logs carry the same id.",
+            ))
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response
+                            .headers
+                            .insert(REQUEST_ID.to_owned(), RefOr::T(header.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The document as served: `ApiDoc` with the always-sent headers marked required.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        let responses = paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(|op| op.get_mut("responses").and_then(Value::as_object_mut))
+            .flat_map(|responses| responses.values_mut());
+        for response in responses {
+            let Some(headers) = response.get_mut("headers").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (name, header) in headers.iter_mut() {
+                if ALWAYS_SENT.contains(&name.as_str()) {
+                    header["required"] = Value::Bool(true);
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API",
+            body = Object, content_type = "application/json"),
+    )
+)]
+async fn openapi_json() -> Response {
+    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
+    let body = DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default());
+    ([(CONTENT_TYPE, "application/json")], body.as_slice()).into_response()
+}
+
+/// 400, 413, 415 and 422: what any route that reads a JSON body can answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum BodyErrors {
+    /// The body is not well-formed JSON, is not a JSON object, or a required field is
+    /// missing.
+    #[response(status = 400, example = json!({"error": "Missing field: password"}))]
+    BadRequest(ErrorBody),
+    /// The body is over 16 KiB.
+    #[response(
+        status = 413,
+        example = json!({"error": "Request body is too large (limit 16384 bytes)"})
+    )]
+    TooLarge(ErrorBody),
+    /// The body is not declared as JSON (`Content-Type` is not `application/json` or
+    /// `application/*+json`).
+    #[response(
+        status = 415,
+        example = json!({"error": "Content-Type must be application/json"})
+    )]
+    UnsupportedMediaType(ErrorBody),
+    /// A field has the wrong type or fails validation; the message names it and says why.
+    #[response(
+        status = 422,
+        example = json!({"error": "email: is not a valid email address"})
+    )]
+    Invalid(ErrorBody),
+}
+
+/// 429, with `Retry-After`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum RateLimited {
+    /// Over a rate limit; try again after `Retry-After` seconds.
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds to wait before trying again (at least 1)")),
+        example = json!({"error": "Too many requests; try again in 12 seconds"})
+    )]
+    TooManyRequests(ErrorBody),
+}
+
+/// 503, with `Retry-After`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum Unavailable {
+    /// The database is unreachable or slow, or the request timed out.
+    #[response(
+        status = 503,
+        headers(("Retry-After" = u64, description = "Seconds to wait before trying again")),
+        example = json!({"error": "Service temporarily unavailable"})
+    )]
+    ServiceUnavailable(ErrorBody),
+}
