@@ -295,26 +295,7 @@ impl Store for SqliteStore {
         if consumed.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
-            .bind(new_hash)
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        set_hash_and_revoke(&mut tx, user_id, new_hash, now).await?;
         if let Some(message) = notice {
             enqueue(&mut tx, message).await?;
         }
@@ -444,28 +425,9 @@ impl Store for SqliteStore {
 
     async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
-            .bind(hash)
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        for sql in [
-            "UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
-            "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
-        ] {
-            sqlx::query(sql)
-                .bind(now)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        let found = set_hash_and_revoke(&mut tx, user_id, hash, now).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(found)
     }
 
     async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
@@ -561,6 +523,38 @@ impl Store for SqliteStore {
         tx.rollback().await?;
         Ok(())
     }
+}
+
+/// Sets a user's password hash and revokes everything the old password let anyone hold:
+/// sessions, unused codes, unused reset tokens. Part of a caller's transaction; returns
+/// whether the user exists.
+async fn set_hash_and_revoke(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    user_id: UserId,
+    hash: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+        .bind(hash)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    for sql in [
+        "UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+        "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+    ] {
+        sqlx::query(sql)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 async fn enqueue(
