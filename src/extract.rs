@@ -2,10 +2,13 @@
 //! body, at most 16 KiB, with errors that name the field) and `ClientIp`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
+use http_body_util::BodyExt;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
@@ -16,6 +19,17 @@ use crate::error::ApiError;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// Longest the body may take to arrive. A client that sends less than its Content-Length
+/// promised (or stalls mid-body) gets a 400 that says so — before REQUEST_TIMEOUT's
+/// default 15 s would answer a generic 503.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A body refused as too large is still read and dropped, up to this many bytes and for
+/// at most DRAIN_TIMEOUT, so that a client still sending it can read the 413 rather than
+/// have the connection reset under it.
+const DRAIN_LIMIT: usize = 2 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ApiJson<T>(pub T);
 
@@ -37,19 +51,87 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-            .await
-            .map_err(|e| {
-                if std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                {
-                    ApiError::PayloadTooLarge(BODY_LIMIT)
-                } else {
-                    ApiError::BadRequest("Could not read the request body".into())
-                }
-            })?;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bytes = read_body(req.into_body(), declared).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Reads at most BODY_LIMIT bytes within BODY_TIMEOUT.
+async fn read_body(mut body: Body, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {
+    let too_large = ApiError::PayloadTooLarge(BODY_LIMIT);
+    if let Some(n) = declared.filter(|&n| n > BODY_LIMIT as u64) {
+        // Refused on the header alone; drained only if the rest is worth waiting for.
+        if n <= DRAIN_LIMIT as u64 {
+            drain(body).await;
+        }
+        return Err(too_large);
+    }
+    let mut buf = Vec::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| body_error(&e))?;
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > BODY_LIMIT {
+                    return Err(too_large);
+                }
+                buf.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(())) => Ok(buf),
+        Ok(Err(e @ ApiError::PayloadTooLarge(_))) => {
+            drain(body).await;
+            Err(e)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(body_timed_out()),
+    }
+}
+
+fn body_timed_out() -> ApiError {
+    ApiError::BadRequest(
+        "Timed out waiting for the rest of the request body (is its Content-Length \
+         larger than the body?)"
+            .into(),
+    )
+}
+
+/// A body that could not be read: the connection's read timeout, or a body that ended
+/// early or was framed wrongly.
+fn body_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return body_timed_out();
+        }
+        cause = c.source();
+    }
+    ApiError::BadRequest(
+        "Could not read the request body: it ended early or its chunked framing is invalid".into(),
+    )
+}
+
+/// Reads and drops what is left of a refused body, within DRAIN_LIMIT and DRAIN_TIMEOUT.
+async fn drain(mut body: Body) {
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Deserialises a body, turning serde's errors into messages that name the field.

@@ -1,6 +1,8 @@
 //! `Identifier`: what a user logs in or recovers with — email, phone or username, as in
 //! the seed. The three shapes cannot be confused: usernames have no '@' and no '+'.
 
+use unicode_normalization::UnicodeNormalization;
+
 use super::{Email, ParseError, Phone, Username};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,9 +19,16 @@ impl Identifier {
         if raw.is_empty() {
             return Err(ParseError::new("identifier", "must not be empty"));
         }
-        if raw.contains('@') {
+        // The shape is read the way the parsers read the text: after NFKC (a full-width
+        // '＠' is an '@', as it is to `Email`), and with the separators `Phone` drops
+        // (so "(+44) 20 7946 0958" is a phone here as it is at registration).
+        let shape: String = raw.nfkc().collect();
+        if shape.contains('@') {
             Email::parse(raw).map(Identifier::Email).map_err(relabel)
-        } else if raw.starts_with('+') {
+        } else if shape
+            .trim_start_matches([' ', '-', '.', '(', ')'])
+            .starts_with('+')
+        {
             Phone::parse(raw).map(Identifier::Phone).map_err(relabel)
         } else {
             Username::parse(raw).map(Identifier::Username).map_err(|_| {
@@ -64,6 +73,21 @@ mod tests {
             Identifier::parse("USER@example.com").unwrap().key(),
             "user@example.com"
         );
+    }
+
+    #[test]
+    fn reads_the_shape_as_the_parsers_do() {
+        // Whatever `Email` and `Phone` accept at registration, login accepts too.
+        let id = Identifier::parse("ａｄｍｉｎ＠ｅｘａｍｐｌｅ．ｃｏｍ").unwrap();
+        assert!(matches!(id, Identifier::Email(_)));
+        assert_eq!(id.key(), "admin@example.com");
+        let id = Identifier::parse("(+44) 20 7946-0958").unwrap();
+        assert_eq!(
+            id,
+            Identifier::Phone(Phone::parse("+442079460958").unwrap())
+        );
+        // A full-width '+' is no more a phone here than at registration.
+        assert!(Identifier::parse("＋442079460958").is_err());
     }
 
     #[test]

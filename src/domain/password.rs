@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Email, ParseError, Username};
+use super::{reject_controls, Email, ParseError, Username};
 
 const MIN_CHARS: usize = 8;
 const MAX_CHARS: usize = 256;
@@ -27,6 +27,9 @@ impl Password {
                 format!("must be at most {MAX_CHARS} characters"),
             ));
         }
+        // NUL, line breaks and other control characters cannot be typed into a password
+        // box; refusing them keeps them away from every hash (bcrypt stops at NUL).
+        reject_controls(field, &raw)?;
         Ok(Password(SecretString::from(raw)))
     }
 
@@ -118,6 +121,21 @@ mod tests {
         let u = Username::parse("alice.smith").unwrap();
         assert!(NewPassword::parse("password", "ALICE.SMITH".into(), Some(&u), None).is_err());
         assert!(new("Alice@Example.com").is_err());
+    }
+
+    #[test]
+    fn refuses_control_characters() {
+        for bad in [
+            "pass\0word-long",
+            "line\r\nbreak-long",
+            "tab\there-long",
+            "c1\u{85}x-long",
+        ] {
+            assert!(new(bad).is_err(), "{bad:?}");
+            assert!(Password::parse("password", bad.into()).is_err(), "{bad:?}");
+        }
+        // Other Unicode, spaces and separators are fine.
+        assert!(new("pass word\u{2028}ünïcødé").is_ok());
     }
 
     #[test]
