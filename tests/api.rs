@@ -559,3 +559,34 @@ async fn every_response_has_a_request_id_and_no_store() {
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
 }
+
+async fn forgot_from(app: &TestApp, forwarded_for: &str) -> u16 {
+    let req = app
+        .request(reqwest::Method::POST, "/forgot-password")
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"identifier": format!("someone{}@example.com", forwarded_for.len())}));
+    app.send(req, "forgot with X-Forwarded-For")
+        .await
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
+    // Untrusted peer: the header is ignored, so every "client" shares the socket's limit.
+    let app = TestApp::spawn_with(&[("RATE_FORGOT_PER_IP", "2/1m")]).await;
+    assert_eq!(forgot_from(&app, "198.51.100.1").await, 200);
+    assert_eq!(forgot_from(&app, "198.51.100.2").await, 200);
+    assert_eq!(forgot_from(&app, "198.51.100.3").await, 429);
+
+    // Behind a trusted proxy, each forwarded client has its own budget.
+    let app = TestApp::spawn_with(&[
+        ("RATE_FORGOT_PER_IP", "2/1m"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32,10.0.0.0/8"),
+    ])
+    .await;
+    assert_eq!(forgot_from(&app, "198.51.100.1").await, 200);
+    assert_eq!(forgot_from(&app, "198.51.100.1, 10.0.0.5").await, 200);
+    assert_eq!(forgot_from(&app, "198.51.100.1").await, 429);
+    assert_eq!(forgot_from(&app, "198.51.100.2").await, 200);
+}
