@@ -184,7 +184,7 @@ async fn openapi_json() -> Response {
 #[allow(dead_code)]
 pub(super) enum BodyErrors {
     /// The body is not well-formed JSON, is not a JSON object, or a required field is
-    /// missing.
+    /// missing; or it could not be read (it ended early, or stalled for 10 s).
     #[response(status = 400, example = json!({"error": "Missing field: password"}))]
     BadRequest(ErrorBody),
     /// The body is over 16 KiB.
