@@ -67,7 +67,7 @@ impl PasswordHasher {
             params,
             buffers: Mutex::new(Vec::with_capacity(permits)),
         });
-        let dummy_hash = inner.hash(SaltString::generate(&mut OsRng).as_str())?;
+        let dummy_hash = inner.dummy()?;
         Ok(PasswordHasher {
             inner,
             permits: Arc::new(Semaphore::new(permits)),
@@ -177,6 +177,20 @@ impl Inner {
             .map_err(|e| HashError::Argon2(e.to_string()))?;
         let mut out = [0u8; 32];
         self.compute(&self.params, password.as_bytes(), salt_raw, &mut out)?;
+        self.phc(&salt, &out)
+    }
+
+    /// A well-formed hash with the configured parameters that no password matches: a
+    /// random output under a random salt. Verifying against it costs exactly one real hash,
+    /// and building it costs nothing — no 19 MiB working block held from start-up.
+    fn dummy(&self) -> Result<String, HashError> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut out = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut out);
+        self.phc(&salt, &out)
+    }
+
+    fn phc(&self, salt: &SaltString, out: &[u8]) -> Result<String, HashError> {
         let phc = PasswordHash {
             algorithm: Algorithm::Argon2id.ident(),
             version: Some(Version::V0x13.into()),
@@ -184,7 +198,7 @@ impl Inner {
                 .try_into()
                 .map_err(|e: argon2::password_hash::Error| HashError::Argon2(e.to_string()))?,
             salt: Some(salt.as_salt()),
-            hash: Some(Output::new(&out).map_err(|e| HashError::Argon2(e.to_string()))?),
+            hash: Some(Output::new(out).map_err(|e| HashError::Argon2(e.to_string()))?),
         };
         Ok(phc.to_string())
     }

@@ -305,7 +305,9 @@ async fn validate_otp(
         return Err(ApiError::InvalidOtp);
     };
     let max = state.settings.recovery.otp_max_attempts;
-    if !state.store.claim_attempt(code.id, now, max).await? {
+    // A dead code costs two reads and no write: the cheap path for guess floods. The
+    // conditional UPDATE below still decides, atomically, for codes with tries left.
+    if code.attempts >= max as i32 || !state.store.claim_attempt(code.id, now, max).await? {
         code_event("exhausted");
         return Err(ApiError::InvalidOtp);
     }

@@ -167,6 +167,8 @@ pub struct OutboxItem {
 pub struct LiveCode {
     pub id: i64,
     pub code_hash: String,
+    /// Tries taken so far: a code already out of tries is refused without a write.
+    pub attempts: i32,
 }
 
 pub struct NewCode<'a> {

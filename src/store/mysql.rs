@@ -260,7 +260,7 @@ impl Store for MySqlStore {
 
     async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
         Ok(sqlx::query_as(
-            "SELECT id, CONVERT(code_hash USING utf8mb4) AS code_hash FROM otp_codes
+            "SELECT id, CONVERT(code_hash USING utf8mb4) AS code_hash, attempts FROM otp_codes
              WHERE user_id = ? AND used_at IS NULL AND expires_at > ?
              ORDER BY id DESC LIMIT 1",
         )

@@ -206,7 +206,7 @@ impl Store for SqliteStore {
 
     async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
         Ok(sqlx::query_as(
-            "SELECT id, code_hash FROM otp_codes
+            "SELECT id, code_hash, attempts FROM otp_codes
              WHERE user_id = ? AND used_at IS NULL AND expires_at > ?
              ORDER BY id DESC LIMIT 1",
         )
