@@ -45,25 +45,30 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
-            // SQLite reports a locked or read-only file (and a vanished one) as
-            // database errors; to a client they are an outage, not a bug.
-            sqlx::Error::Database(db)
-                if matches!(
-                    db.code().as_deref(),
-                    // SQLite: busy, locked, read-only, I/O, full, can't open.
-                    Some("5" | "6" | "8" | "10" | "13" | "14" | "261" | "517")
-                    // MySQL/MariaDB: lock wait timeout, read-only (failover), too many
-                    // connections, shutting down, connection killed.
-                    | Some("1205" | "1290" | "1836" | "1040" | "1053" | "1927")
-                    // PostgreSQL: too many connections, shutting down, read-only.
-                    | Some("53300" | "57P01" | "57P02" | "57P03" | "25006")
-                ) =>
-            {
-                StoreError::Unavailable(e)
-            }
+            // Outages that the drivers report as database errors; to a client they are
+            // a 503, not a bug.
+            sqlx::Error::Database(db) if is_outage(db.as_ref()) => StoreError::Unavailable(e),
             _ => StoreError::Database(e),
         }
     }
+}
+
+/// Database errors that mean "unavailable for now" rather than "wrong".
+fn is_outage(db: &dyn sqlx::error::DatabaseError) -> bool {
+    // MySQL/MariaDB are told apart by error number (their SQLSTATE is mostly HY000):
+    // lock wait timeout, deadlock (after its retries), read-only after a failover, too
+    // many connections, shutting down, connection killed.
+    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(my.number(), 1205 | 1213 | 1290 | 1836 | 1040 | 1053 | 1927);
+    }
+    matches!(
+        db.code().as_deref(),
+        // SQLite: busy, locked, read-only, I/O, full, can't open.
+        Some("5" | "6" | "8" | "10" | "13" | "14" | "261" | "517")
+        // PostgreSQL: too many connections, shutting down, read-only, and a
+        // serialisation failure or deadlock.
+        | Some("53300" | "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01")
+    )
 }
 
 /// A user as stored.

@@ -73,6 +73,13 @@ impl MySqlStore {
                         "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES')",
                     )
                     .await?;
+                    // READ COMMITTED takes no gap locks: under REPEATABLE READ, killing one
+                    // user's old codes locks index gaps that other users' new codes insert
+                    // into, and concurrent /forgot-password requests deadlock. Every rule we
+                    // rely on is a row lock or a conditional UPDATE, which READ COMMITTED
+                    // keeps; import_users asks for REPEATABLE READ explicitly.
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .await?;
                     Ok(())
                 })
             })
