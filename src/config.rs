@@ -147,6 +147,12 @@ pub struct HashSettings {
     /// Most password hashes computed at once; 0 means one per CPU core.
     #[arg(long, env = "HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
+
+    /// How much lower than the rest of the server the hashing threads run (Linux nice
+    /// increment, 0 to 19; 0 keeps them equal): cheap requests get a core first.
+    #[arg(long, env = "HASH_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub hash_nice: i32,
 }
 
 #[derive(Args, Debug, Clone)]

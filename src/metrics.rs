@@ -38,6 +38,23 @@ pub fn handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Drains recorded histogram samples into their buckets every few seconds until `stop`.
+/// Without it the exporter keeps every raw sample until the next scrape: about 22 MiB per
+/// million requests on a server nobody scrapes.
+pub async fn upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(handle) = handle() else { return };
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `GET /metrics`: Prometheus text format, with gauges refreshed at scrape time.
 pub async fn render(State(state): State<AppState>) -> Response {
     if let Ok(stats) = state.store.stats().await {

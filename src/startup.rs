@@ -148,6 +148,7 @@ impl Application {
             .map(|_| tokio::spawn(worker.clone().run(stop_rx.clone())))
             .collect();
         let purger = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
+        let upkeep = tokio::spawn(crate::metrics::upkeep(stop_rx.clone()));
         let settings = state.settings.clone();
         let router = app(state);
 
@@ -193,6 +194,7 @@ impl Application {
         )
         .await;
         purger.abort();
+        upkeep.abort();
         tracing::info!("stopped");
         Ok(())
     }

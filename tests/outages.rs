@@ -363,6 +363,7 @@ async fn kill_9_during_thousands_of_writes_loses_nothing_acknowledged() {
         argon2_iterations: 1,
         argon2_parallelism: 1,
         hash_concurrency: 2,
+        hash_nice: 0,
     })
     .unwrap();
     for k in &acknowledged {

@@ -1,20 +1,26 @@
 //! Password hashing: argon2id for everything new, bcrypt verification for hashes imported
 //! from the seed, and rehash-on-login for anything weaker than configured.
 //!
-//! Hashing is the one deliberately expensive thing the server does. It runs on tokio's
-//! blocking pool, never on the async workers, behind a semaphore sized to the core count:
-//! cheap requests never wait behind a hash, and a login flood queues as futures instead of
-//! as threads. The semaphore permit is moved *into* the blocking closure, so a client that
-//! hangs up mid-hash cannot release it while the hash still runs. Each permit comes with a
-//! reusable argon2 working block: allocating 19 MiB per hash makes glibc keep hundreds of
-//! MiB after a burst of logins.
+//! Hashing is the one deliberately expensive thing the server does. It runs on a small
+//! pool of dedicated threads, one per core by default (`HASH_CONCURRENCY`), never on the
+//! async workers; requests wait for it as futures, not as threads. The pool's threads run
+//! at a lower scheduling priority (`HASH_NICE`), so a login flood fills every idle cycle
+//! but the kernel still hands a core to a cheap request (a session check, a database
+//! query) the moment one arrives. Each thread owns one argon2 working block for its whole
+//! life: allocating 19 MiB per hash makes glibc keep hundreds of MiB after a burst of
+//! logins. A job whose client has gone is skipped before it is hashed; a job that has
+//! started runs to the end on its thread, so concurrency and memory stay bounded however
+//! clients behave.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use argon2::password_hash::{Ident, Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::config::HashSettings;
 use crate::domain::Password;
@@ -23,10 +29,10 @@ use crate::domain::Password;
 pub enum HashError {
     #[error("argon2: {0}")]
     Argon2(String),
-    #[error("hashing task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-    #[error("hash semaphore closed")]
-    Closed,
+    #[error("hashing thread failed")]
+    Failed,
+    #[error("could not start hashing threads: {0}")]
+    Spawn(#[from] std::io::Error),
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -39,7 +45,8 @@ pub struct Verified {
 
 pub struct PasswordHasher {
     inner: Arc<Inner>,
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
+    threads: usize,
     /// A valid hash of a random password, checked when the user does not exist so that
     /// "no such user" costs the same time as "wrong password".
     dummy_hash: String,
@@ -47,8 +54,11 @@ pub struct PasswordHasher {
 
 struct Inner {
     params: Params,
-    buffers: Mutex<Vec<Vec<Block>>>,
 }
+
+/// A hashing thread's own argon2 working memory, grown on first use and kept.
+type Blocks = Vec<Block>;
+type Job = Box<dyn FnOnce(&Inner, &mut Blocks) + Send>;
 
 impl PasswordHasher {
     pub fn new(settings: &HashSettings) -> Result<Self, HashError> {
@@ -59,31 +69,39 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| HashError::Argon2(e.to_string()))?;
-        let permits = match settings.hash_concurrency {
+        let threads = match settings.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let inner = Arc::new(Inner {
-            params,
-            buffers: Mutex::new(Vec::with_capacity(permits)),
-        });
+        let inner = Arc::new(Inner { params });
         let dummy_hash = inner.dummy()?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads {
+            let (inner, queue) = (inner.clone(), queue.clone());
+            let nice = settings.hash_nice;
+            std::thread::Builder::new()
+                .name(format!("gatehouse-hash-{n}"))
+                .spawn(move || work(&inner, &queue, nice))?;
+        }
         Ok(PasswordHasher {
             inner,
-            permits: Arc::new(Semaphore::new(permits)),
+            jobs,
+            threads,
             dummy_hash,
         })
     }
 
-    /// How many hashes may run at once.
+    /// How many hashes may run at once: the number of hashing threads.
     pub fn concurrency(&self) -> usize {
-        self.permits.available_permits()
+        self.threads
     }
 
     /// An argon2id PHC string for a new password.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let password = password.clone();
-        self.run(move |inner| inner.hash(password.expose())).await?
+        self.run(move |inner, blocks| inner.hash(password.expose(), blocks))
+            .await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no
@@ -97,7 +115,7 @@ impl PasswordHasher {
         let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
         let password = password.clone();
         let verdict = self
-            .run(move |inner| inner.verify(password.expose(), &stored))
+            .run(move |inner, blocks| inner.verify(password.expose(), &stored, blocks))
             .await?;
         Ok(Verified {
             ok: verdict.ok && exists,
@@ -105,54 +123,86 @@ impl PasswordHasher {
         })
     }
 
-    /// One hash on the calling thread through the same code path as the server uses
-    /// (same parameters, same reused buffer): what `gatehouse hash-bench` times.
-    pub fn hash_blocking(&self, password: &str) -> Result<String, HashError> {
-        self.inner.hash(password)
+    /// One hash on the calling thread through the same code path as the pool's threads
+    /// (same parameters, a working block reused across calls): what `gatehouse hash-bench`
+    /// times.
+    pub fn hash_blocking(&self, password: &str, blocks: &mut Blocks) -> Result<String, HashError> {
+        self.inner.hash(password, blocks)
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&Inner) -> T + Send + 'static,
+        job: impl FnOnce(&Inner, &mut Blocks) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let queued = std::time::Instant::now();
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::Closed)?;
-        let inner = self.inner.clone();
-        metrics::histogram!("gatehouse_password_hash_queue_wait_seconds")
-            .record(queued.elapsed().as_secs_f64());
-        Ok(tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let started = std::time::Instant::now();
-            let out = job(&inner);
+        let queued = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |inner, blocks| {
+            if reply.is_closed() {
+                // The request was dropped (client gone, timeout) while it queued.
+                metrics::counter!("gatehouse_password_hash_abandoned_total").increment(1);
+                return;
+            }
+            metrics::histogram!("gatehouse_password_hash_queue_wait_seconds")
+                .record(queued.elapsed().as_secs_f64());
+            let started = Instant::now();
+            let out = job(inner, blocks);
             metrics::histogram!("gatehouse_password_hash_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
-            out
-        })
-        .await?)
+            let _ = reply.send(out);
+        });
+        self.jobs.send(job).map_err(|_| HashError::Failed)?;
+        answer.await.map_err(|_| HashError::Failed)
     }
 }
 
+/// A hashing thread: lowers its own priority, then runs jobs until the hasher is dropped.
+fn work(inner: &Inner, queue: &Mutex<mpsc::Receiver<Job>>, nice: i32) {
+    lower_priority(nice);
+    let mut blocks = Blocks::new();
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        // A panicking job drops its reply channel, which its caller sees as an error; the
+        // thread itself carries on.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(inner, &mut blocks))).is_err() {
+            tracing::error!("a password hashing job panicked");
+        }
+    }
+}
+
+/// Raises this thread's nice value by `nice` (Linux keeps one per thread). Failure only
+/// costs latency under load, so it is logged, not fatal.
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if done != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower the priority of a hashing thread"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: i32) {}
+
 impl Inner {
-    fn with_buffer<T>(&self, blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
-        let mut buf = self
-            .buffers
-            .lock()
-            .ok()
-            .and_then(|mut pool| pool.pop())
-            .unwrap_or_default();
+    /// Runs `f` on the first `blocks` blocks of `buf`, growing it once if needed.
+    fn with_blocks<T>(buf: &mut Blocks, blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
         if buf.len() < blocks {
             buf.resize(blocks, Block::default());
         }
-        let out = f(&mut buf[..blocks]);
-        if let Ok(mut pool) = self.buffers.lock() {
-            pool.push(buf);
-        }
-        out
+        f(&mut buf[..blocks])
     }
 
     fn compute(
@@ -161,22 +211,23 @@ impl Inner {
         password: &[u8],
         salt: &[u8],
         out: &mut [u8],
+        buf: &mut Blocks,
     ) -> Result<(), HashError> {
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-        self.with_buffer(params.m_cost() as usize, |blocks| {
+        Self::with_blocks(buf, params.m_cost() as usize, |blocks| {
             argon.hash_password_into_with_memory(password, salt, out, blocks)
         })
         .map_err(|e| HashError::Argon2(e.to_string()))
     }
 
-    fn hash(&self, password: &str) -> Result<String, HashError> {
+    fn hash(&self, password: &str, buf: &mut Blocks) -> Result<String, HashError> {
         let salt = SaltString::generate(&mut OsRng);
         let mut salt_bytes = [0u8; 64];
         let salt_raw = salt
             .decode_b64(&mut salt_bytes)
             .map_err(|e| HashError::Argon2(e.to_string()))?;
         let mut out = [0u8; 32];
-        self.compute(&self.params, password.as_bytes(), salt_raw, &mut out)?;
+        self.compute(&self.params, password.as_bytes(), salt_raw, &mut out, buf)?;
         self.phc(&salt, &out)
     }
 
@@ -203,7 +254,7 @@ impl Inner {
         Ok(phc.to_string())
     }
 
-    fn verify(&self, password: &str, stored: &str) -> Verified {
+    fn verify(&self, password: &str, stored: &str, buf: &mut Blocks) -> Verified {
         if stored.starts_with("$2") {
             // The seed's bcrypt hashes: correct ones always move to argon2id.
             let ok = bcrypt::verify(password, stored).unwrap_or(false);
@@ -218,7 +269,7 @@ impl Inner {
                 needs_rehash: false,
             };
         };
-        let ok = self.verify_argon2(password, &phc).unwrap_or(false);
+        let ok = self.verify_argon2(password, &phc, buf).unwrap_or(false);
         let weaker = match Params::try_from(&phc) {
             Ok(p) => {
                 phc.algorithm != Ident::new_unwrap("argon2id")
@@ -233,7 +284,12 @@ impl Inner {
         }
     }
 
-    fn verify_argon2(&self, password: &str, phc: &PasswordHash<'_>) -> Result<bool, HashError> {
+    fn verify_argon2(
+        &self,
+        password: &str,
+        phc: &PasswordHash<'_>,
+        buf: &mut Blocks,
+    ) -> Result<bool, HashError> {
         let algorithm =
             Algorithm::try_from(phc.algorithm).map_err(|e| HashError::Argon2(e.to_string()))?;
         let version = phc
@@ -252,7 +308,7 @@ impl Inner {
             .map_err(|e| HashError::Argon2(e.to_string()))?;
         let mut out = vec![0u8; expected.len()];
         let argon = Argon2::new(algorithm, version, params.clone());
-        self.with_buffer(params.m_cost() as usize, |blocks| {
+        Self::with_blocks(buf, params.m_cost() as usize, |blocks| {
             argon.hash_password_into_with_memory(password.as_bytes(), salt_raw, &mut out, blocks)
         })
         .map_err(|e| HashError::Argon2(e.to_string()))?;
@@ -272,6 +328,7 @@ mod tests {
             argon2_iterations: t,
             argon2_parallelism: 1,
             hash_concurrency: 2,
+            hash_nice: 0,
         })
         .unwrap()
     }
@@ -349,6 +406,67 @@ mod tests {
                 needs_rehash: true
             }
         );
+    }
+
+    /// Nice values of this process's threads whose name starts with `prefix`.
+    #[cfg(target_os = "linux")]
+    fn thread_nice_values(prefix: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with(prefix) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // Fields after the parenthesised name; nice is field 19 overall.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_lower_priority() {
+        let h = PasswordHasher::new(&HashSettings {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            argon2_parallelism: 1,
+            hash_concurrency: 3,
+            hash_nice: 7,
+        })
+        .unwrap();
+        assert_eq!(h.concurrency(), 3);
+        // Two hashes at once: both threads have started and lowered themselves.
+        let (first, second) = (pw("first password"), pw("second one!"));
+        let (a, b) = tokio::join!(h.hash(&first), h.hash(&second));
+        assert!(a.is_ok() && b.is_ok());
+        let nice = thread_nice_values("gatehouse-hash");
+        assert!(nice.iter().filter(|n| **n == 7).count() >= 2, "{nice:?}");
+        // The caller's thread is untouched.
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let own = &own[own.rfind(')').unwrap() + 2..];
+        assert_eq!(own.split(' ').nth(16), Some("0"));
+    }
+
+    #[tokio::test]
+    async fn many_requests_share_the_threads_and_all_get_answers() {
+        let h = Arc::new(hasher(1024, 1));
+        let stored = h.hash(&pw("shared password")).await.unwrap();
+        let checks = (0..20).map(|i| {
+            let (h, stored) = (h.clone(), stored.clone());
+            tokio::spawn(async move {
+                let guess = if i % 2 == 0 {
+                    "shared password"
+                } else {
+                    "other password"
+                };
+                h.verify(&pw(guess), Some(&stored)).await.unwrap().ok == (i % 2 == 0)
+            })
+        });
+        for check in checks {
+            assert!(check.await.unwrap());
+        }
     }
 
     #[tokio::test]
