@@ -378,6 +378,8 @@ contract_tests![
     issuing_a_code_kills_the_older_ones_and_queues_its_message,
     ten_concurrent_code_issues_for_one_user_leave_one_live_code,
     a_code_is_live_only_until_it_expires,
+    a_user_is_found_with_their_live_code_by_username_email_or_phone,
+    only_the_newest_unused_unexpired_code_is_found_with_the_user,
     twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five,
     an_attempt_on_a_used_or_expired_code_is_refused,
     ten_concurrent_redemptions_of_one_code_give_one_token,
@@ -413,8 +415,8 @@ mod contract {
 
     use gatehouse::domain::{Email, Identifier, Phone, Username};
     use gatehouse::store::{
-        AuditEvent, ImportUser, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem,
-        Store, StoreError, UserId,
+        AuditEvent, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser,
+        OutboxItem, Store, StoreError, User, UserId,
     };
     use tokio::sync::Barrier;
     use tokio::task::JoinSet;
@@ -457,6 +459,30 @@ mod contract {
                 now: T0,
             })
             .await
+    }
+
+    /// A user with every identifier, given in display forms that lookups must fold.
+    async fn alice_1(store: &Arc<dyn Store>) -> UserId {
+        create(
+            store,
+            "Alice_1",
+            "Alice.Smith@Example.COM",
+            Some("+1 415 555 0100"),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// `found`, looked up by `by`, is the user `alice_1` created as `alice`, unchanged.
+    fn assert_is_alice_1(found: &User, alice: UserId, by: &str) {
+        assert_eq!(found.id, alice, "{by:?}");
+        // The display forms are kept as typed; only lookups fold case.
+        assert_eq!(found.username, "Alice_1");
+        assert_eq!(found.email, "Alice.Smith@Example.COM");
+        assert_eq!(found.phone.as_deref(), Some("+14155550100"));
+        assert_eq!(found.password_hash, HASH);
+        assert_eq!(found.created_at, T0);
+        assert_eq!(found.disabled_at, None);
     }
 
     /// A user named `name` with address `name@example.com` and no phone.
@@ -553,6 +579,37 @@ mod contract {
         code_id
     }
 
+    /// What `find_user_with_live_code` finds for `by` at `now`; panics when nobody.
+    async fn with_code(store: &Arc<dyn Store>, by: &str, now: i64) -> (User, Option<LiveCode>) {
+        store
+            .find_user_with_live_code(&id(by), now)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{by:?} finds nobody"))
+    }
+
+    /// A code row written directly, for states `issue_code` never leaves (several unused
+    /// codes of one user); returns its id.
+    async fn raw_code(
+        raw: &Raw,
+        user_id: UserId,
+        code: &str,
+        expires_at: i64,
+        used_at: Option<i64>,
+        attempts: i32,
+    ) -> i64 {
+        let used_at = used_at.map_or("NULL".to_string(), |t| t.to_string());
+        raw.exec(&format!(
+            "INSERT INTO otp_codes (user_id, code_hash, attempts, created_at, expires_at, used_at)
+             VALUES ({user_id}, '{code}', {attempts}, {T0}, {expires_at}, {used_at})"
+        ))
+        .await;
+        raw.count(&format!(
+            "SELECT id FROM otp_codes WHERE code_hash = '{code}'"
+        ))
+        .await
+    }
+
     /// Claims every message due at `now` (with a lease far past it) and returns them.
     async fn drain(store: &Arc<dyn Store>, now: i64) -> Vec<OutboxItem> {
         let mut items = Vec::new();
@@ -594,14 +651,7 @@ mod contract {
         store: Arc<dyn Store>,
         _: Raw,
     ) {
-        let alice = create(
-            &store,
-            "Alice_1",
-            "Alice.Smith@Example.COM",
-            Some("+1 415 555 0100"),
-        )
-        .await
-        .unwrap();
+        let alice = alice_1(&store).await;
         let bob = user(&store, "bob").await;
         assert_ne!(alice, bob);
 
@@ -617,23 +667,17 @@ mod contract {
         ] {
             let found = store.find_user(&id(by)).await.unwrap();
             let found = found.unwrap_or_else(|| panic!("{by:?} finds nobody"));
-            assert_eq!(found.id, alice, "{by:?}");
-            // The display forms are kept as typed; only lookups fold case.
-            assert_eq!(found.username, "Alice_1");
-            assert_eq!(found.email, "Alice.Smith@Example.COM");
-            assert_eq!(found.phone.as_deref(), Some("+14155550100"));
-            assert_eq!(found.password_hash, HASH);
-            assert_eq!(found.created_at, T0);
-            assert_eq!(found.disabled_at, None);
+            assert_is_alice_1(&found, alice, by);
         }
         let found = store.find_user(&id("BOB")).await.unwrap().unwrap();
         assert_eq!((found.id, found.phone), (bob, None));
     }
 
     pub async fn an_unknown_identifier_finds_nobody(store: Arc<dyn Store>, _: Raw) {
-        create(&store, "carol", "carol@example.com", Some("+14155550101"))
+        let carol = create(&store, "carol", "carol@example.com", Some("+14155550101"))
             .await
             .unwrap();
+        issue(&store, carol, "code", T0, T0 + 600).await;
         // Near misses: another name, address or number, and parts of carol's address
         // taken as a username (a lookup only searches its own kind of identifier).
         for by in [
@@ -644,6 +688,9 @@ mod contract {
             "carol.example.com",
         ] {
             assert!(store.find_user(&id(by)).await.unwrap().is_none(), "{by:?}");
+            // Nor with a code: carol's live one belongs to nobody else.
+            let found = store.find_user_with_live_code(&id(by), T0 + 1).await;
+            assert!(found.unwrap().is_none(), "{by:?}");
         }
     }
 
@@ -979,6 +1026,83 @@ mod contract {
             code
         );
         assert!(store.live_code(alice, T0 + 600).await.unwrap().is_none());
+    }
+
+    pub async fn a_user_is_found_with_their_live_code_by_username_email_or_phone(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = alice_1(&store).await;
+        let bob = user(&store, "bob").await;
+        let alices = ["ALICE_1", "alice.smith@example.com", "+1 (415) 555-0100"];
+        // No code asked for: the user, whole, and no code.
+        for by in alices {
+            let (found, code) = with_code(&store, by, T0).await;
+            assert_is_alice_1(&found, alice, by);
+            assert!(code.is_none(), "{by:?}: {code:?}");
+        }
+        // A live code comes with the tries already taken on it.
+        let code = issue(&store, alice, "code-a", T0, T0 + 600).await;
+        assert!(store.claim_attempt(code, T0 + 1, 5).await.unwrap());
+        assert!(store.claim_attempt(code, T0 + 1, 5).await.unwrap());
+        for by in alices {
+            let (found, live) = with_code(&store, by, T0 + 2).await;
+            assert_eq!(found.id, alice, "{by:?}");
+            let live = live.unwrap_or_else(|| panic!("{by:?}: no live code"));
+            assert_eq!(
+                (live.id, live.code_hash.as_str(), live.attempts),
+                (code, "code-a", 2),
+                "{by:?}"
+            );
+        }
+        // Another user's code is not theirs.
+        let (found, live) = with_code(&store, "bob", T0 + 2).await;
+        assert_eq!((found.id, found.phone), (bob, None));
+        assert!(live.is_none(), "{live:?}");
+        // A disabled user is still found, code and all: the caller refuses them, uniformly.
+        raw.exec(&format!(
+            "UPDATE users SET disabled_at = {} WHERE id = {alice}",
+            T0 + 3
+        ))
+        .await;
+        let (found, live) = with_code(&store, "alice_1", T0 + 4).await;
+        assert_eq!(found.disabled_at, Some(T0 + 3));
+        assert_eq!(live.map(|c| c.id), Some(code));
+    }
+
+    pub async fn only_the_newest_unused_unexpired_code_is_found_with_the_user(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        // Newer than the live one: an expired code, a used one, and another user's.
+        let older = raw_code(&raw, alice, "older", T0 + 600, None, 3).await;
+        raw_code(&raw, alice, "expired", T0 + 100, None, 0).await;
+        raw_code(&raw, alice, "used", T0 + 600, Some(T0 + 50), 0).await;
+        raw_code(&raw, bob, "bobs", T0 + 600, None, 0).await;
+        // Each check also asks live_code: the join must pick the very code it picks.
+        let check = |at: i64, want: Option<(i64, &'static str, i32)>| {
+            let store = store.clone();
+            async move {
+                let (found, live) = with_code(&store, "alice", at).await;
+                assert_eq!(found.id, alice);
+                let got = live.map(|c| (c.id, c.code_hash, c.attempts));
+                let want = want.map(|(id, hash, tries)| (id, hash.to_string(), tries));
+                assert_eq!(got, want, "at T0 + {}", at - T0);
+                let plain = store.live_code(alice, at).await.unwrap();
+                assert_eq!(plain.map(|c| c.id), got.map(|c| c.0), "live_code differs");
+            }
+        };
+        check(T0 + 200, Some((older, "older", 3))).await;
+        // Of two live codes, the newer.
+        let newest = raw_code(&raw, alice, "newest", T0 + 300, None, 0).await;
+        check(T0 + 200, Some((newest, "newest", 0))).await;
+        // Expiry is exclusive: at its expires_at the newest is dead and the older shows.
+        check(T0 + 299, Some((newest, "newest", 0))).await;
+        check(T0 + 300, Some((older, "older", 3))).await;
+        // Once every code of hers is dead: the user alone.
+        check(T0 + 600, None).await;
     }
 
     pub async fn twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five(
@@ -1475,7 +1599,7 @@ mod contract {
     /// No user has this id.
     const NOBODY: UserId = 999_999;
 
-    fn usernames(users: &[gatehouse::store::User]) -> Vec<&str> {
+    fn usernames(users: &[User]) -> Vec<&str> {
         users.iter().map(|u| u.username.as_str()).collect()
     }
 
@@ -1483,14 +1607,7 @@ mod contract {
         store: Arc<dyn Store>,
         _: Raw,
     ) {
-        let alice = create(
-            &store,
-            "Alice_1",
-            "Alice.Smith@Example.COM",
-            Some("+1 415 555 0100"),
-        )
-        .await
-        .unwrap();
+        let alice = alice_1(&store).await;
         user(&store, "bob").await;
         create(&store, "carol", "Carol@ALICE.org", Some("+44 20 7946 0000"))
             .await

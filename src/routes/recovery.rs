@@ -293,20 +293,21 @@ async fn validate_otp(
     .await?;
 
     let now = now();
-    let user = state
+    let (user, code) = state
         .store
-        .find_user(&identifier)
+        .find_user_with_live_code(&identifier, now)
         .await?
-        .filter(|u| u.disabled_at.is_none())
+        .filter(|(u, _)| u.disabled_at.is_none())
         .ok_or(ApiError::InvalidOtp)?;
-    let Some(code) = state.store.live_code(user.id, now).await? else {
+    let Some(code) = code else {
         // No live code: it expired, was used or cancelled, or none was asked for.
         code_event("expired");
         return Err(ApiError::InvalidOtp);
     };
     let max = state.settings.recovery.otp_max_attempts;
-    // A dead code costs two reads and no write: the cheap path for guess floods. The
-    // conditional UPDATE below still decides, atomically, for codes with tries left.
+    // A dead code costs one read (the user and their code together) and no write: the
+    // cheap path for guess floods. The conditional UPDATE below still decides,
+    // atomically, for codes with tries left.
     if code.attempts >= max as i32 || !state.store.claim_attempt(code.id, now, max).await? {
         code_event("exhausted");
         return Err(ApiError::InvalidOtp);

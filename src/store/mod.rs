@@ -176,6 +176,41 @@ pub struct LiveCode {
     pub attempts: i32,
 }
 
+/// A user with the columns of their newest live code, all NULL when there is none: the
+/// row `find_user_with_live_code` reads on every backend. The code columns are aliased
+/// (`code_id`, `code_hash`, `code_attempts`) so they cannot clash with the user's.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct UserCodeRow {
+    #[sqlx(flatten)]
+    user: User,
+    code_id: Option<i64>,
+    code_hash: Option<String>,
+    code_attempts: Option<i32>,
+}
+
+impl UserCodeRow {
+    pub(crate) fn split(self) -> (User, Option<LiveCode>) {
+        let code = match (self.code_id, self.code_hash, self.code_attempts) {
+            (Some(id), Some(code_hash), Some(attempts)) => Some(LiveCode {
+                id,
+                code_hash,
+                attempts,
+            }),
+            _ => None,
+        };
+        (self.user, code)
+    }
+}
+
+/// The `users` column an identifier is looked up by; each has a unique index.
+pub(crate) fn lookup_column(identifier: &Identifier) -> &'static str {
+    match identifier {
+        Identifier::Email(_) => "email_norm",
+        Identifier::Phone(_) => "phone",
+        Identifier::Username(_) => "username_norm",
+    }
+}
+
 pub struct NewCode<'a> {
     pub user_id: UserId,
     pub code_hash: &'a str,
@@ -230,6 +265,15 @@ pub trait Store: Send + Sync + 'static {
     async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()>;
 
     async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>>;
+
+    /// `find_user` and `live_code` in one statement, so one round trip: the user (disabled
+    /// or not) with their newest unused code unexpired at `now`, if any. What
+    /// /validate-otp reads before deciding whether a guess may cost a write.
+    async fn find_user_with_live_code(
+        &self,
+        identifier: &Identifier,
+        now: i64,
+    ) -> StoreResult<Option<(User, Option<LiveCode>)>>;
 
     /// Atomically takes one of the code's `max_attempts` tries; false when none is left
     /// (or the code was used or expired meanwhile). A guess is only compared after this.

@@ -34,8 +34,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder, Transaction};
 
 use super::{
-    AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession,
-    NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult, StoreStats, User, UserId,
+    lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
+    NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
+    StoreStats, User, UserCodeRow, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -51,6 +52,13 @@ const SESSION_USER_COLUMNS: &str = "u.id, u.username, u.email, \
      CONVERT(u.phone USING utf8mb4) AS phone, \
      CONVERT(u.password_hash USING utf8mb4) AS password_hash, u.created_at, u.disabled_at, \
      s.id AS session_id, s.last_seen_at";
+/// The `User` columns of `u` and the live code columns of `c`, aliased as `UserCodeRow`
+/// reads them; the binary-collated ones converted as above.
+const USER_CODE_COLUMNS: &str = "u.id, u.username, u.email, \
+     CONVERT(u.phone USING utf8mb4) AS phone, \
+     CONVERT(u.password_hash USING utf8mb4) AS password_hash, u.created_at, u.disabled_at, \
+     c.id AS code_id, CONVERT(c.code_hash USING utf8mb4) AS code_hash, \
+     c.attempts AS code_attempts";
 
 impl MySqlStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
@@ -143,11 +151,7 @@ impl Store for MySqlStore {
     }
 
     async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
-        let column = match identifier {
-            Identifier::Email(_) => "email_norm",
-            Identifier::Phone(_) => "phone",
-            Identifier::Username(_) => "username_norm",
-        };
+        let column = lookup_column(identifier);
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?");
         Ok(sqlx::query_as(&sql)
             .bind(identifier.key())
@@ -275,6 +279,32 @@ impl Store for MySqlStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn find_user_with_live_code(
+        &self,
+        identifier: &Identifier,
+        now: i64,
+    ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
+        // The user row is found through a unique index, so the optimiser reads it first, as
+        // a constant: the subquery (live_code's) then runs once on otp_codes_user_id, read
+        // backwards without a filesort, and the join is a primary-key lookup. MariaDB has
+        // no LATERAL join, hence the scalar subquery.
+        let sql = format!(
+            "SELECT {USER_CODE_COLUMNS} FROM users u
+             LEFT JOIN otp_codes c ON c.id = (
+                 SELECT id FROM otp_codes
+                 WHERE user_id = u.id AND used_at IS NULL AND expires_at > ?
+                 ORDER BY id DESC LIMIT 1)
+             WHERE u.{} = ?",
+            lookup_column(identifier)
+        );
+        let row: Option<UserCodeRow> = sqlx::query_as(&sql)
+            .bind(now)
+            .bind(identifier.key())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(UserCodeRow::split))
     }
 
     async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {

@@ -15,8 +15,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use super::{
-    AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession,
-    NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult, StoreStats, User, UserId,
+    lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
+    NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
+    StoreStats, User, UserCodeRow, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -28,6 +29,8 @@ pub struct PostgresStore {
 const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_at, disabled_at";
 const SESSION_USER_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
      u.created_at, u.disabled_at, s.id AS session_id, s.last_seen_at";
+const USER_CODE_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
+     u.created_at, u.disabled_at, c.id AS code_id, c.code_hash, c.attempts AS code_attempts";
 
 impl PostgresStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
@@ -91,11 +94,7 @@ impl Store for PostgresStore {
     }
 
     async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
-        let column = match identifier {
-            Identifier::Email(_) => "email_norm",
-            Identifier::Phone(_) => "phone",
-            Identifier::Username(_) => "username_norm",
-        };
+        let column = lookup_column(identifier);
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
         Ok(sqlx::query_as(&sql)
             .bind(identifier.key())
@@ -222,6 +221,31 @@ impl Store for PostgresStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn find_user_with_live_code(
+        &self,
+        identifier: &Identifier,
+        now: i64,
+    ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
+        // The subquery is live_code's, correlated, with live_code's plan (the user's codes
+        // through otp_codes_user_id); the join reads the row it picks by primary key.
+        // LATERAL would save that probe, but this is the one shape all three backends run.
+        let sql = format!(
+            "SELECT {USER_CODE_COLUMNS} FROM users u
+             LEFT JOIN otp_codes c ON c.id = (
+                 SELECT id FROM otp_codes
+                 WHERE user_id = u.id AND used_at IS NULL AND expires_at > $2
+                 ORDER BY id DESC LIMIT 1)
+             WHERE u.{} = $1",
+            lookup_column(identifier)
+        );
+        let row: Option<UserCodeRow> = sqlx::query_as(&sql)
+            .bind(identifier.key())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(UserCodeRow::split))
     }
 
     async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {
