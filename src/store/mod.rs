@@ -9,6 +9,7 @@
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_inline;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::domain::{Email, Identifier, Phone, Username};
 
 pub type UserId = i64;
 pub type StoreResult<T> = Result<T, StoreError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,10 +28,10 @@ pub enum StoreError {
     Conflict,
     /// The database cannot be reached or did not answer in time.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
     /// Anything else the database reported.
     #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] BoxError),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported DATABASE_URL: {0}")]
@@ -44,11 +46,13 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.into()),
             // Outages that the drivers report as database errors; to a client they are
             // a 503, not a bug.
-            sqlx::Error::Database(db) if is_outage(db.as_ref()) => StoreError::Unavailable(e),
-            _ => StoreError::Database(e),
+            sqlx::Error::Database(db) if is_outage(db.as_ref()) => {
+                StoreError::Unavailable(e.into())
+            }
+            _ => StoreError::Database(e.into()),
         }
     }
 }

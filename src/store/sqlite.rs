@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use super::sqlite_inline::InlineReaders;
 use super::{
-    lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
-    NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
-    StoreStats, User, UserCodeRow, UserId,
+    AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession,
+    NewUser, OutboxItem, Store, StoreError, StoreResult, StoreStats, User, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -23,14 +23,11 @@ use crate::domain::Identifier;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    /// The hot point lookups (session check, user by identifier) read here, inline.
+    inline: InlineReaders,
 }
 
 const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_at, disabled_at";
-const SESSION_USER_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
-     u.created_at, u.disabled_at, s.id AS session_id, s.last_seen_at";
-const USER_CODE_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
-     u.created_at, u.disabled_at, c.id AS code_id, c.code_hash, c.attempts AS code_attempts";
-
 impl SqliteStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(&settings.database_url)
@@ -52,10 +49,16 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(settings.database_max_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(settings.database_timeout)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(SqliteStore { write, read })
+        let inline = InlineReaders::open(options.get_filename())?;
+        Ok(SqliteStore {
+            write,
+            read,
+            inline,
+        })
     }
 
     /// The writer pool, for tools and tests that need raw SQL.
@@ -99,12 +102,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
-        let column = lookup_column(identifier);
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?");
-        Ok(sqlx::query_as(&sql)
-            .bind(identifier.key())
-            .fetch_optional(&self.read)
-            .await?)
+        self.inline.find_user(identifier)
     }
 
     async fn replace_password_hash(
@@ -148,18 +146,7 @@ impl Store for SqliteStore {
         idle_cutoff: i64,
         touch_before: i64,
     ) -> StoreResult<Option<User>> {
-        let sql = format!(
-            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
-               AND u.disabled_at IS NULL"
-        );
-        let row: Option<SessionRow> = sqlx::query_as(&sql)
-            .bind(token_hash)
-            .bind(now)
-            .bind(idle_cutoff)
-            .fetch_optional(&self.read)
-            .await?;
-        let Some(row) = row else {
+        let Some(row) = self.inline.session_user(token_hash, now, idle_cutoff)? else {
             return Ok(None);
         };
         // Writing on every request would serialise all session checks behind the one
@@ -220,24 +207,7 @@ impl Store for SqliteStore {
         identifier: &Identifier,
         now: i64,
     ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-        // The subquery is live_code's, correlated: it walks otp_codes_user_id (user_id, id)
-        // backwards from the user's newest code, and the join reads the row it picks by
-        // rowid. (SQLite has no LATERAL join, hence the scalar subquery.)
-        let sql = format!(
-            "SELECT {USER_CODE_COLUMNS} FROM users u
-             LEFT JOIN otp_codes c ON c.id = (
-                 SELECT id FROM otp_codes
-                 WHERE user_id = u.id AND used_at IS NULL AND expires_at > ?1
-                 ORDER BY id DESC LIMIT 1)
-             WHERE u.{} = ?2",
-            lookup_column(identifier)
-        );
-        let row: Option<UserCodeRow> = sqlx::query_as(&sql)
-            .bind(now)
-            .bind(identifier.key())
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map(UserCodeRow::split))
+        self.inline.find_user_with_live_code(identifier, now)
     }
 
     async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {
