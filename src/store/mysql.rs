@@ -68,9 +68,8 @@ impl MySqlStore {
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.database_max_connections.max(1))
             .acquire_timeout(settings.database_timeout)
-            // A server restart or failover leaves dead connections in the pool; a ping
-            // before handing one out replaces them instead of failing a request.
-            .test_before_acquire(true)
+            .test_before_acquire(false)
+            .before_acquire(super::ping_if_idle)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // Without strict mode the server cuts an over-long value to fit and

@@ -40,9 +40,8 @@ impl PostgresStore {
             // A pool of zero would make every request wait out the timeout.
             .max_connections(settings.database_max_connections.max(1))
             .acquire_timeout(settings.database_timeout)
-            // A server restart or failover leaves dead sockets in the pool; pinging before
-            // handing a connection out replaces them instead of failing the request.
-            .test_before_acquire(true)
+            .test_before_acquire(false)
+            .before_acquire(super::ping_if_idle)
             .connect_with(options)
             .await?;
         // sqlx takes an advisory lock around migrations, so instances starting together

@@ -41,8 +41,10 @@ impl SqliteStore {
             // Another process holding the write lock (a backup, a stuck tool) must turn
             // into a prompt 503, not a request that hangs: wait at most half the budget.
             .busy_timeout(settings.database_timeout / 2);
+        // An in-process connection cannot go stale: no ping before handing one out.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(settings.database_timeout)
             .connect_with(options.clone())
             .await?;
