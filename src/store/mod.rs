@@ -6,6 +6,7 @@
 //! Times are Unix seconds (`i64`) everywhere, so every backend stores and compares them
 //! the same way.
 
+mod hot;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;

@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder, Transaction};
 
+use super::hot::HotConnections;
 use super::{
     lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
     NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
@@ -43,7 +44,13 @@ use crate::domain::Identifier;
 
 pub struct MySqlStore {
     pool: MySqlPool,
+    /// Single-SELECT reads only (autocommit), so the pool's session settings
+    /// (`after_connect`) do not matter on them.
+    hot: HotConnections<sqlx::MySql>,
 }
+
+/// Connections kept out of the pool for the session check and user lookups (`hot.rs`).
+const HOT_CONNECTIONS: usize = 4;
 
 /// The `User` columns; phone and password_hash are binary-collated (see the module doc).
 const USER_COLUMNS: &str = "id, username, email, CONVERT(phone USING utf8mb4) AS phone, \
@@ -65,6 +72,7 @@ impl MySqlStore {
         // The scheme is not checked by sqlx, so `mariadb://` parses like `mysql://`.
         let options = MySqlConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
+        let hot = HotConnections::new(options.clone(), HOT_CONNECTIONS, settings.database_timeout);
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.database_max_connections.max(1))
             .acquire_timeout(settings.database_timeout)
@@ -95,7 +103,7 @@ impl MySqlStore {
         // sqlx takes a named lock (GET_LOCK) around migrations, so instances starting
         // together do not both apply one.
         sqlx::migrate!("migrations/mysql").run(&pool).await?;
-        Ok(MySqlStore { pool })
+        Ok(MySqlStore { pool, hot })
     }
 
     /// The pool, for tools and tests that need raw SQL.
@@ -152,10 +160,8 @@ impl Store for MySqlStore {
     async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
         let column = lookup_column(identifier);
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?");
-        Ok(sqlx::query_as(&sql)
-            .bind(identifier.key())
-            .fetch_optional(&self.pool)
-            .await?)
+        let query = sqlx::query_as(&sql).bind(identifier.key());
+        self.hot.fetch_optional(&self.pool, query).await
     }
 
     async fn replace_password_hash(
@@ -210,12 +216,11 @@ impl Store for MySqlStore {
              WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
                AND u.disabled_at IS NULL"
         );
-        let row: Option<SessionRow> = sqlx::query_as(&sql)
+        let query = sqlx::query_as(&sql)
             .bind(token_hash)
             .bind(now)
-            .bind(idle_cutoff)
-            .fetch_optional(&self.pool)
-            .await?;
+            .bind(idle_cutoff);
+        let row: Option<SessionRow> = self.hot.fetch_optional(&self.pool, query).await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -298,11 +303,8 @@ impl Store for MySqlStore {
              WHERE u.{} = ?",
             lookup_column(identifier)
         );
-        let row: Option<UserCodeRow> = sqlx::query_as(&sql)
-            .bind(now)
-            .bind(identifier.key())
-            .fetch_optional(&self.pool)
-            .await?;
+        let query = sqlx::query_as(&sql).bind(now).bind(identifier.key());
+        let row: Option<UserCodeRow> = self.hot.fetch_optional(&self.pool, query).await?;
         Ok(row.map(UserCodeRow::split))
     }
 

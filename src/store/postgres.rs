@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+use super::hot::HotConnections;
 use super::{
     lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
     NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
@@ -24,6 +25,7 @@ use crate::domain::Identifier;
 
 pub struct PostgresStore {
     pool: PgPool,
+    hot: HotConnections<sqlx::Postgres>,
 }
 
 const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_at, disabled_at";
@@ -32,10 +34,14 @@ const SESSION_USER_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.passwo
 const USER_CODE_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
      u.created_at, u.disabled_at, c.id AS code_id, c.code_hash, c.attempts AS code_attempts";
 
+/// Connections kept out of the pool for the session check and user lookups (`hot.rs`).
+const HOT_CONNECTIONS: usize = 4;
+
 impl PostgresStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
+        let hot = HotConnections::new(options.clone(), HOT_CONNECTIONS, settings.database_timeout);
         let pool = PgPoolOptions::new()
             // A pool of zero would make every request wait out the timeout.
             .max_connections(settings.database_max_connections.max(1))
@@ -47,7 +53,7 @@ impl PostgresStore {
         // sqlx takes an advisory lock around migrations, so instances starting together
         // apply each migration once.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, hot })
     }
 
     /// The pool, for tools and tests that need raw SQL.
@@ -95,10 +101,8 @@ impl Store for PostgresStore {
     async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
         let column = lookup_column(identifier);
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
-        Ok(sqlx::query_as(&sql)
-            .bind(identifier.key())
-            .fetch_optional(&self.pool)
-            .await?)
+        let query = sqlx::query_as(&sql).bind(identifier.key());
+        self.hot.fetch_optional(&self.pool, query).await
     }
 
     async fn replace_password_hash(
@@ -147,12 +151,11 @@ impl Store for PostgresStore {
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND s.last_seen_at > $3
                AND u.disabled_at IS NULL"
         );
-        let row: Option<SessionRow> = sqlx::query_as(&sql)
+        let query = sqlx::query_as(&sql)
             .bind(token_hash)
             .bind(now)
-            .bind(idle_cutoff)
-            .fetch_optional(&self.pool)
-            .await?;
+            .bind(idle_cutoff);
+        let row: Option<SessionRow> = self.hot.fetch_optional(&self.pool, query).await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -239,11 +242,8 @@ impl Store for PostgresStore {
              WHERE u.{} = $1",
             lookup_column(identifier)
         );
-        let row: Option<UserCodeRow> = sqlx::query_as(&sql)
-            .bind(identifier.key())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
+        let query = sqlx::query_as(&sql).bind(identifier.key()).bind(now);
+        let row: Option<UserCodeRow> = self.hot.fetch_optional(&self.pool, query).await?;
         Ok(row.map(UserCodeRow::split))
     }
 
