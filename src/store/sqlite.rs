@@ -4,7 +4,8 @@
 //! writes can fail with SQLITE_BUSY instead of waiting. So writes and transactions go
 //! through a pool of exactly one connection (they queue in Rust, fairly, instead of
 //! spinning on the file lock), while reads use a separate pool and, in WAL mode, never
-//! wait for the writer.
+//! wait for the writer. The hottest point lookups skip the pool altogether and read inline
+//! (`sqlite_inline.rs`).
 
 use std::str::FromStr;
 
@@ -28,6 +29,7 @@ pub struct SqliteStore {
 }
 
 const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_at, disabled_at";
+
 impl SqliteStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(&settings.database_url)
