@@ -198,7 +198,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(
-            started.elapsed() < BUSY_TIMEOUT * 5,
+            started.elapsed() < Duration::from_secs(5), // bounded by BUSY_TIMEOUT, not a hang
             "{:?}",
             started.elapsed()
         );
