@@ -37,6 +37,13 @@ pub struct DatabaseSettings {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
+    /// PostgreSQL/MySQL: connections kept out of the pool for the session check and the
+    /// lookups by identifier; those reads queue for them. More help a database server with
+    /// many cores or a long round trip.
+    #[arg(long, env = "DATABASE_READ_CONNECTIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_read_connections: u32,
+
     /// How long a request may wait for a database connection before answering 503.
     #[arg(long, env = "DATABASE_TIMEOUT", default_value = "2s", value_parser = duration)]
     pub database_timeout: Duration,

@@ -56,6 +56,7 @@ async fn open_store(app: &TestApp) -> std::sync::Arc<dyn gatehouse::store::Store
     gatehouse::store::connect(&gatehouse::config::DatabaseSettings {
         database_url: app.db_url(),
         database_max_connections: 2,
+        database_read_connections: 2,
         database_timeout: Duration::from_secs(5),
     })
     .await

@@ -200,6 +200,7 @@ async fn seed_users_are_imported_once_and_log_in_with_their_old_passwords() {
     let store = gatehouse::store::connect(&gatehouse::config::DatabaseSettings {
         database_url: app.db_url(),
         database_max_connections: 2,
+        database_read_connections: 2,
         database_timeout: std::time::Duration::from_secs(5),
     })
     .await

@@ -22,6 +22,7 @@ async fn open_store(url: &str) -> Arc<dyn Store> {
     gatehouse::store::connect(&DatabaseSettings {
         database_url: url.to_owned(),
         database_max_connections: 4,
+        database_read_connections: 2,
         database_timeout: Duration::from_secs(5),
     })
     .await

@@ -180,6 +180,7 @@ fn settings(database_url: String) -> DatabaseSettings {
         // Few enough that parallel tests stay under a default server's connection limit,
         // enough that the concurrency tests really run on several connections at once.
         database_max_connections: 8,
+        database_read_connections: 2,
         database_timeout: Duration::from_secs(30),
     }
 }
@@ -373,6 +374,7 @@ contract_tests![
     a_password_hash_is_replaced_only_while_it_is_still_the_old_one,
     a_session_finds_its_user_within_the_idle_and_absolute_windows,
     a_session_is_touched_only_when_its_last_use_is_older_than_touch_before,
+    a_session_and_its_audit_event_are_written_together_or_not_at_all,
     an_expired_idle_unknown_or_disabled_session_finds_nobody,
     a_deleted_session_finds_nobody_and_other_sessions_live_on,
     issuing_a_code_kills_the_older_ones_and_queues_its_message,
@@ -500,14 +502,27 @@ mod contract {
         expires_at: i64,
     ) {
         store
-            .create_session(&NewSession {
-                user_id,
-                token_hash: token,
-                now,
-                expires_at,
-            })
+            .create_session(
+                &NewSession {
+                    user_id,
+                    token_hash: token,
+                    now,
+                    expires_at,
+                },
+                &login_event(user_id, now),
+            )
             .await
             .unwrap();
+    }
+
+    fn login_event(user_id: UserId, at: i64) -> AuditEvent<'static> {
+        AuditEvent {
+            user_id: Some(user_id),
+            event: "login_succeeded",
+            ip: Some("198.51.100.4"),
+            user_agent: Some("contract/1"),
+            at,
+        }
     }
 
     /// Whether the session is live at `now` with a wide idle window and no touch.
@@ -890,6 +905,46 @@ mod contract {
             .await
             .unwrap()
             .is_none());
+    }
+
+    pub async fn a_session_and_its_audit_event_are_written_together_or_not_at_all(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        session(&store, alice, "tok-a", T0, T0 + 1000).await;
+        let trail = store.audit_for_user(alice, T0, 100).await.unwrap();
+        assert_eq!(trail.len(), 1);
+        let e = &trail[0];
+        assert_eq!(
+            (
+                e.event.as_str(),
+                e.created_at,
+                e.ip.as_deref(),
+                e.user_agent.as_deref()
+            ),
+            (
+                "login_succeeded",
+                T0,
+                Some("198.51.100.4"),
+                Some("contract/1")
+            )
+        );
+        // A token hash already taken fails the session, and its event goes with it.
+        let again = store
+            .create_session(
+                &NewSession {
+                    user_id: alice,
+                    token_hash: "tok-a",
+                    now: T0 + 1,
+                    expires_at: T0 + 1000,
+                },
+                &login_event(alice, T0 + 1),
+            )
+            .await;
+        assert!(again.is_err(), "a duplicate token hash must fail");
+        assert_eq!(raw.count("SELECT COUNT(*) FROM sessions").await, 1);
+        assert_eq!(raw.count("SELECT COUNT(*) FROM audit_events").await, 1);
     }
 
     pub async fn an_expired_idle_unknown_or_disabled_session_finds_nobody(

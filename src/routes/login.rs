@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
-use super::{audit, limit, MessageBody};
+use super::{audit, audit_record, limit, MessageBody};
 use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::auth::token::{new_token, token_hash};
 use crate::domain::{Identifier, Password};
@@ -135,18 +135,21 @@ async fn login(
 
     let token = new_token();
     let lifetime = state.settings.sessions.session_absolute_timeout;
+    let ip = meta.ip.to_string();
     state
         .store
-        .create_session(&NewSession {
-            user_id: user.id,
-            token_hash: &token_hash(&token),
-            now,
-            expires_at: now + lifetime.as_secs() as i64,
-        })
+        .create_session(
+            &NewSession {
+                user_id: user.id,
+                token_hash: &token_hash(&token),
+                now,
+                expires_at: now + lifetime.as_secs() as i64,
+            },
+            &audit_record("login_succeeded", Some(user.id), &meta, &ip),
+        )
         .await?;
     tracing::info!(user_id = user.id, "login succeeded");
     metrics::counter!("gatehouse_logins_total", "result" => "succeeded").increment(1);
-    audit(&state, "login_succeeded", Some(user.id), &meta).await;
     let cookie = set_cookie(
         SESSION_COOKIE,
         &token,

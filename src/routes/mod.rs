@@ -37,6 +37,23 @@ pub struct MessageBody {
     pub message: &'static str,
 }
 
+/// The audit row for `event`, from the request's client address (`ip`, its text) and
+/// user agent.
+pub(crate) fn audit_record<'a>(
+    event: &'a str,
+    user_id: Option<UserId>,
+    meta: &'a RequestMeta,
+    ip: &'a str,
+) -> AuditEvent<'a> {
+    AuditEvent {
+        user_id,
+        event,
+        ip: Some(ip),
+        user_agent: meta.user_agent.as_deref(),
+        at: now(),
+    }
+}
+
 /// Records a security event in the audit trail. Best effort: a failed write is logged,
 /// never turned into a failed request for something that already happened.
 pub(crate) async fn audit(
@@ -46,13 +63,7 @@ pub(crate) async fn audit(
     meta: &RequestMeta,
 ) {
     let ip = meta.ip.to_string();
-    let record = AuditEvent {
-        user_id,
-        event,
-        ip: Some(&ip),
-        user_agent: meta.user_agent.as_deref(),
-        at: now(),
-    };
+    let record = audit_record(event, user_id, meta, &ip);
     if let Err(e) = state.store.record_audit(&record).await {
         tracing::warn!(error = %e, event, "audit event not recorded");
     }

@@ -267,7 +267,13 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<bool>;
 
-    async fn create_session(&self, session: &NewSession<'_>) -> StoreResult<()>;
+    /// Opens a session and records `event` (the login that opened it) in one commit: a
+    /// session never exists without its audit record, and a login costs one flush.
+    async fn create_session(
+        &self,
+        session: &NewSession<'_>,
+        event: &AuditEvent<'_>,
+    ) -> StoreResult<()>;
 
     /// The user behind a live session (not past `expires_at`, used since `idle_cutoff`,
     /// user not disabled). Records the use when the last one is older than `touch_before`.

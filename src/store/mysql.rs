@@ -49,9 +49,6 @@ pub struct MySqlStore {
     hot: HotConnections<sqlx::MySql>,
 }
 
-/// Connections kept out of the pool for the session check and user lookups (`hot.rs`).
-const HOT_CONNECTIONS: usize = 4;
-
 /// The `User` columns; phone and password_hash are binary-collated (see the module doc).
 const USER_COLUMNS: &str = "id, username, email, CONVERT(phone USING utf8mb4) AS phone, \
      CONVERT(password_hash USING utf8mb4) AS password_hash, created_at, disabled_at";
@@ -72,7 +69,11 @@ impl MySqlStore {
         // The scheme is not checked by sqlx, so `mariadb://` parses like `mysql://`.
         let options = MySqlConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let hot = HotConnections::new(options.clone(), HOT_CONNECTIONS, settings.database_timeout);
+        let hot = HotConnections::new(
+            options.clone(),
+            settings.database_read_connections,
+            settings.database_timeout,
+        );
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.database_max_connections.max(1))
             .acquire_timeout(settings.database_timeout)
@@ -161,7 +162,7 @@ impl Store for MySqlStore {
         let column = lookup_column(identifier);
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?");
         let query = sqlx::query_as(&sql).bind(identifier.key());
-        self.hot.fetch_optional(&self.pool, query).await
+        self.hot.fetch_optional(query).await
     }
 
     async fn replace_password_hash(
@@ -187,8 +188,9 @@ impl Store for MySqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
-        retry_on_deadlock(move || {
+    async fn create_session(&self, s: &NewSession<'_>, e: &AuditEvent<'_>) -> StoreResult<()> {
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
             sqlx::query(
                 "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at)
                  VALUES (?, ?, ?, ?, ?)",
@@ -198,7 +200,10 @@ impl Store for MySqlStore {
             .bind(s.now)
             .bind(s.now)
             .bind(s.expires_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
+            .await?;
+            insert_audit(&mut *tx, e).await?;
+            tx.commit().await
         })
         .await?;
         Ok(())
@@ -220,7 +225,7 @@ impl Store for MySqlStore {
             .bind(token_hash)
             .bind(now)
             .bind(idle_cutoff);
-        let row: Option<SessionRow> = self.hot.fetch_optional(&self.pool, query).await?;
+        let row: Option<SessionRow> = self.hot.fetch_optional(query).await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -304,7 +309,7 @@ impl Store for MySqlStore {
             lookup_column(identifier)
         );
         let query = sqlx::query_as(&sql).bind(now).bind(identifier.key());
-        let row: Option<UserCodeRow> = self.hot.fetch_optional(&self.pool, query).await?;
+        let row: Option<UserCodeRow> = self.hot.fetch_optional(query).await?;
         Ok(row.map(UserCodeRow::split))
     }
 
@@ -647,19 +652,7 @@ impl Store for MySqlStore {
     }
 
     async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
-        retry_on_deadlock(move || {
-            sqlx::query(
-                "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at)
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(e.user_id)
-            .bind(e.event)
-            .bind(e.ip)
-            .bind(e.user_agent)
-            .bind(e.at)
-            .execute(&self.pool)
-        })
-        .await?;
+        retry_on_deadlock(move || insert_audit(&self.pool, e)).await?;
         Ok(())
     }
 
@@ -883,6 +876,25 @@ async fn enqueue(tx: &mut Transaction<'_, MySql>, m: &NewOutbox<'_>) -> Result<(
     .bind(m.now)
     .bind(m.now)
     .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes one audit row, on the pool or inside a transaction.
+async fn insert_audit<'e, E>(executor: E, e: &AuditEvent<'_>) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = MySql>,
+{
+    sqlx::query(
+        "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(e.user_id)
+    .bind(e.event)
+    .bind(e.ip)
+    .bind(e.user_agent)
+    .bind(e.at)
+    .execute(executor)
     .await?;
     Ok(())
 }

@@ -128,7 +128,8 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<()> {
+    async fn create_session(&self, s: &NewSession<'_>, e: &AuditEvent<'_>) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at)
              VALUES (?, ?, ?, ?, ?)",
@@ -138,8 +139,10 @@ impl Store for SqliteStore {
         .bind(s.now)
         .bind(s.now)
         .bind(s.expires_at)
-        .execute(&self.write)
+        .execute(&mut *tx)
         .await?;
+        insert_audit(&mut *tx, e).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -429,16 +432,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(e.user_id)
-        .bind(e.event)
-        .bind(e.ip)
-        .bind(e.user_agent)
-        .bind(e.at)
-        .execute(&self.write)
-        .await?;
+        insert_audit(&self.write, e).await?;
         Ok(())
     }
 
@@ -567,6 +561,24 @@ async fn enqueue(
     .bind(m.now)
     .bind(m.now)
     .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes one audit row, on the writer or inside one of its transactions.
+async fn insert_audit<'e, E>(executor: E, e: &AuditEvent<'_>) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(e.user_id)
+    .bind(e.event)
+    .bind(e.ip)
+    .bind(e.user_agent)
+    .bind(e.at)
+    .execute(executor)
     .await?;
     Ok(())
 }
