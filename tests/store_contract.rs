@@ -382,6 +382,7 @@ contract_tests![
     a_code_is_live_only_until_it_expires,
     a_user_is_found_with_their_live_code_by_username_email_or_phone,
     only_the_newest_unused_unexpired_code_is_found_with_the_user,
+    two_hundred_concurrent_lookups_with_codes_each_get_their_own_answer,
     twenty_concurrent_attempts_on_a_code_allowing_five_take_exactly_five,
     an_attempt_on_a_used_or_expired_code_is_refused,
     ten_concurrent_redemptions_of_one_code_give_one_token,
@@ -1123,6 +1124,72 @@ mod contract {
         let (found, live) = with_code(&store, "alice_1", T0 + 4).await;
         assert_eq!(found.disabled_at, Some(T0 + 3));
         assert_eq!(live.map(|c| c.id), Some(code));
+    }
+
+    /// PostgreSQL answers concurrent lookups in shared statements (batches): each caller
+    /// must still get exactly its own user, and its code as live at its own `now`.
+    pub async fn two_hundred_concurrent_lookups_with_codes_each_get_their_own_answer(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        const USERS: usize = 40;
+        let mut ids = Vec::new();
+        for i in 0..USERS {
+            let tel = format!("+1415555{i:04}");
+            let tel = (i % 4 != 3).then_some(tel.as_str());
+            let uid = create(
+                &store,
+                &format!("user{i}"),
+                &format!("user{i}@example.com"),
+                tel,
+            )
+            .await
+            .unwrap();
+            // Even users have a code live until T0 + 600; odd ones none.
+            if i % 2 == 0 {
+                issue(&store, uid, &format!("code-{i}"), T0, T0 + 600).await;
+            }
+            ids.push(uid);
+        }
+        let ids = Arc::new(ids);
+        let answers = at_once(200, |k| {
+            let (store, ids) = (store.clone(), ids.clone());
+            async move {
+                let i = k % USERS;
+                // Alternately before and after the codes expire, so that one statement
+                // answers keys with different times.
+                let now = if (k / USERS).is_multiple_of(2) {
+                    T0 + 1
+                } else {
+                    T0 + 700
+                };
+                let by = match (k % 7, k % 3) {
+                    (0, _) => format!("nobody{k}"),
+                    (_, 0) => format!("USER{i}"),
+                    (_, 1) => format!("user{i}@EXAMPLE.com"),
+                    _ if i % 4 != 3 => format!("+1 415 555 {i:04}"),
+                    _ => format!("user{i}"),
+                };
+                let found = store.find_user_with_live_code(&id(&by), now).await;
+                (k, i, now, by, found.unwrap(), ids[i])
+            }
+        })
+        .await;
+        assert_eq!(answers.len(), 200);
+        for (k, i, now, by, found, uid) in answers {
+            if k % 7 == 0 {
+                assert!(found.is_none(), "{by:?} finds {found:?}");
+                continue;
+            }
+            let (user, code) = found.unwrap_or_else(|| panic!("{by:?} finds nobody"));
+            assert_eq!(
+                (user.id, user.username.as_str()),
+                (uid, format!("user{i}").as_str()),
+                "{by:?}"
+            );
+            let expected = (i % 2 == 0 && now < T0 + 600).then(|| format!("code-{i}"));
+            assert_eq!(code.map(|c| c.code_hash), expected, "{by:?} at {now}");
+        }
     }
 
     pub async fn only_the_newest_unused_unexpired_code_is_found_with_the_user(

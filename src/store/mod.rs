@@ -39,6 +39,19 @@ pub enum StoreError {
     Config(String),
 }
 
+impl StoreError {
+    /// The same kind of error again, for each caller whose read shared one failed
+    /// statement (`hot::Batched`).
+    pub(crate) fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Conflict => StoreError::Conflict,
+            StoreError::Unavailable(e) => StoreError::Unavailable(e.to_string().into()),
+            StoreError::Database(e) => StoreError::Database(e.to_string().into()),
+            other => StoreError::Database(other.to_string().into()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
@@ -200,7 +213,7 @@ pub struct LiveCode {
 /// A user with the columns of their newest live code, all NULL when there is none: the
 /// row `find_user_with_live_code` reads on every backend. The code columns are aliased
 /// (`code_id`, `code_hash`, `code_attempts`) so they cannot clash with the user's.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct UserCodeRow {
     #[sqlx(flatten)]
     user: User,

@@ -9,12 +9,14 @@
 //! COMMITTED level, where each statement sees what committed before it started.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
-use super::hot::HotConnections;
+use super::hot::{BatchRead, Batched, HotConnections};
 use super::{
     lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
     NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
@@ -25,7 +27,9 @@ use crate::domain::Identifier;
 
 pub struct PostgresStore {
     pool: PgPool,
-    hot: HotConnections<sqlx::Postgres>,
+    hot: Arc<HotConnections<sqlx::Postgres>>,
+    /// `find_user_with_live_code`, batched: one lane per lookup column.
+    live_codes: [Arc<Batched<sqlx::Postgres, LiveCodeLookup>>; 3],
 }
 
 const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_at, disabled_at";
@@ -38,11 +42,13 @@ impl PostgresStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let hot = HotConnections::new(
+        let hot = Arc::new(HotConnections::new(
             options.clone(),
             settings.database_read_connections,
             settings.database_timeout,
-        );
+        ));
+        let live_codes = [EMAIL, PHONE, USERNAME]
+            .map(|column| Batched::new(Arc::clone(&hot), LiveCodeLookup::new(column)));
         let pool = PgPoolOptions::new()
             // A pool of zero would make every request wait out the timeout.
             .max_connections(settings.database_max_connections.max(1))
@@ -54,12 +60,89 @@ impl PostgresStore {
         // sqlx takes an advisory lock around migrations, so instances starting together
         // apply each migration once.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool, hot })
+        Ok(PostgresStore {
+            pool,
+            hot,
+            live_codes,
+        })
     }
 
     /// The pool, for tools and tests that need raw SQL.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+const EMAIL: &str = "email_norm";
+const PHONE: &str = "phone";
+const USERNAME: &str = "username_norm";
+
+/// The user and their newest live code for many identifiers of one kind, in one
+/// statement: what /validate-otp reads, batched because a flood of wrong guesses is
+/// otherwise one PostgreSQL wake-up per guess (`bench/RESULTS.md`).
+///
+/// Each key is an identifier and the time its code must be live at; `WITH ORDINALITY`
+/// numbers them, and each row carries its key's number, so an answer can only go to the
+/// request that asked for it. The lateral subquery is `live_code`'s, with its plan (the
+/// user's codes through otp_codes_user_id, newest first); LATERAL, not the correlated
+/// `c.id = (SELECT id …)` that MariaDB needs, which costs PostgreSQL an extra subplan and
+/// primary-key probe (pgbench: 19k against 25k single lookups per second).
+struct LiveCodeLookup {
+    sql: String,
+}
+
+impl LiveCodeLookup {
+    fn new(column: &'static str) -> Self {
+        debug_assert!(matches!(column, EMAIL | PHONE | USERNAME));
+        LiveCodeLookup {
+            sql: format!(
+                "SELECT q.n, {USER_CODE_COLUMNS}
+                 FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS q(identifier, now, n)
+                 JOIN users u ON u.{column} = q.identifier
+                 LEFT JOIN LATERAL (
+                     SELECT id, code_hash, attempts FROM otp_codes
+                     WHERE user_id = u.id AND used_at IS NULL AND expires_at > q.now
+                     ORDER BY id DESC LIMIT 1) c ON TRUE"
+            ),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct NumberedRow {
+    /// 1-based position of the key this row answers.
+    n: i64,
+    #[sqlx(flatten)]
+    row: UserCodeRow,
+}
+
+impl BatchRead<sqlx::Postgres> for LiveCodeLookup {
+    type Key = (String, i64);
+    type Value = UserCodeRow;
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        keys: &'c [(String, i64)],
+    ) -> BoxFuture<'c, Result<Vec<Option<UserCodeRow>>, sqlx::Error>> {
+        Box::pin(async move {
+            let identifiers: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+            let nows: Vec<i64> = keys.iter().map(|&(_, now)| now).collect();
+            let rows: Vec<NumberedRow> = sqlx::query_as(&self.sql)
+                .bind(&identifiers)
+                .bind(&nows)
+                .fetch_all(conn)
+                .await?;
+            let mut answers = vec![None; keys.len()];
+            for row in rows {
+                let slot = usize::try_from(row.n - 1)
+                    .ok()
+                    .and_then(|i| answers.get_mut(i))
+                    .ok_or_else(|| sqlx::Error::Protocol(format!("row for key {}", row.n)))?;
+                *slot = Some(row.row);
+            }
+            Ok(answers)
+        })
     }
 }
 
@@ -239,22 +322,12 @@ impl Store for PostgresStore {
         identifier: &Identifier,
         now: i64,
     ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-        // The lateral subquery is live_code's, with live_code's plan (the user's codes
-        // through otp_codes_user_id, newest first). LATERAL, not the correlated
-        // `c.id = (SELECT id …)` the other backends run (MariaDB has no LATERAL): that
-        // shape costs PostgreSQL an extra subplan and primary-key probe, and pgbench ran it
-        // at 19k queries/s against 25k for this one.
-        let sql = format!(
-            "SELECT {USER_CODE_COLUMNS} FROM users u
-             LEFT JOIN LATERAL (
-                 SELECT id, code_hash, attempts FROM otp_codes
-                 WHERE user_id = u.id AND used_at IS NULL AND expires_at > $2
-                 ORDER BY id DESC LIMIT 1) c ON TRUE
-             WHERE u.{} = $1",
-            lookup_column(identifier)
-        );
-        let query = sqlx::query_as(&sql).bind(identifier.key()).bind(now);
-        let row: Option<UserCodeRow> = self.hot.fetch_optional(query).await?;
+        let lane = match lookup_column(identifier) {
+            EMAIL => &self.live_codes[0],
+            PHONE => &self.live_codes[1],
+            _ => &self.live_codes[2],
+        };
+        let row = lane.fetch((identifier.key().to_owned(), now)).await?;
         Ok(row.map(UserCodeRow::split))
     }
 
