@@ -236,13 +236,48 @@ impl UserCodeRow {
     }
 }
 
-/// The `users` column an identifier is looked up by; each has a unique index.
-pub(crate) fn lookup_column(identifier: &Identifier) -> &'static str {
+/// The `users` columns an identifier is looked up by, each with a unique index: by email,
+/// by phone, by username.
+pub(crate) const LOOKUP_COLUMNS: [&str; 3] = ["email_norm", "phone", "username_norm"];
+
+/// The position in `LOOKUP_COLUMNS` of the column `identifier` is looked up by.
+pub(crate) fn lookup_index(identifier: &Identifier) -> usize {
     match identifier {
-        Identifier::Email(_) => "email_norm",
-        Identifier::Phone(_) => "phone",
-        Identifier::Username(_) => "username_norm",
+        Identifier::Email(_) => 0,
+        Identifier::Phone(_) => 1,
+        Identifier::Username(_) => 2,
     }
+}
+
+/// The `users` column an identifier is looked up by.
+pub(crate) fn lookup_column(identifier: &Identifier) -> &'static str {
+    LOOKUP_COLUMNS[lookup_index(identifier)]
+}
+
+/// A row of a batched user-and-live-code lookup: `n` is the 1-based position of the key
+/// (identifier and time) it answers.
+#[derive(sqlx::FromRow)]
+pub(crate) struct NumberedRow {
+    n: i64,
+    #[sqlx(flatten)]
+    row: UserCodeRow,
+}
+
+/// Puts each row in its key's place: the answers to `keys` keys, in order, `None` where no
+/// user matched. A row numbered outside the keys is an error, never a guess.
+pub(crate) fn answers_by_number(
+    rows: Vec<NumberedRow>,
+    keys: usize,
+) -> Result<Vec<Option<UserCodeRow>>, sqlx::Error> {
+    let mut answers = vec![None; keys];
+    for row in rows {
+        let slot = usize::try_from(row.n - 1)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+            .ok_or_else(|| sqlx::Error::Protocol(format!("row for key {} of {keys}", row.n)))?;
+        *slot = Some(row.row);
+    }
+    Ok(answers)
 }
 
 pub struct NewCode<'a> {

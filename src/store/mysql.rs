@@ -28,16 +28,18 @@
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
-use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder, Transaction};
+use sqlx::{Connection, Executor, MySql, MySqlConnection, MySqlPool, QueryBuilder, Transaction};
 
-use super::hot::HotConnections;
+use super::hot::{BatchRead, Batched, HotConnections};
 use super::{
-    lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
-    NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
-    StoreStats, User, UserCodeRow, UserId,
+    answers_by_number, lookup_column, lookup_index, AuditEvent, AuditRecord, ImportUser, LiveCode,
+    NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store,
+    StoreError, StoreResult, StoreStats, User, UserCodeRow, UserId, LOOKUP_COLUMNS,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -46,7 +48,9 @@ pub struct MySqlStore {
     pool: MySqlPool,
     /// Single-SELECT reads only (autocommit), so the pool's session settings
     /// (`after_connect`) do not matter on them.
-    hot: HotConnections<sqlx::MySql>,
+    hot: Arc<HotConnections<sqlx::MySql>>,
+    /// `find_user_with_live_code`, batched: one lane per lookup column.
+    live_codes: [Arc<Batched<sqlx::MySql, LiveCodeLookup>>; 3],
 }
 
 /// The `User` columns; phone and password_hash are binary-collated (see the module doc).
@@ -69,11 +73,13 @@ impl MySqlStore {
         // The scheme is not checked by sqlx, so `mariadb://` parses like `mysql://`.
         let options = MySqlConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let hot = HotConnections::new(
+        let hot = Arc::new(HotConnections::new(
             options.clone(),
             settings.database_read_connections,
             settings.database_timeout,
-        );
+        ));
+        let live_codes = LOOKUP_COLUMNS
+            .map(|column| Batched::new(Arc::clone(&hot), LiveCodeLookup::new(column)));
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.database_max_connections.max(1))
             .acquire_timeout(settings.database_timeout)
@@ -104,12 +110,72 @@ impl MySqlStore {
         // sqlx takes a named lock (GET_LOCK) around migrations, so instances starting
         // together do not both apply one.
         sqlx::migrate!("migrations/mysql").run(&pool).await?;
-        Ok(MySqlStore { pool, hot })
+        Ok(MySqlStore {
+            pool,
+            hot,
+            live_codes,
+        })
     }
 
     /// The pool, for tools and tests that need raw SQL.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+}
+
+/// The user and their newest live code for many identifiers of one kind, in one
+/// statement: what /validate-otp reads, batched (see `hot::Batched`) because a flood of
+/// wrong guesses is otherwise one round trip per guess.
+///
+/// The keys go in as one JSON array of `[identifier, now]` pairs, which `JSON_TABLE`
+/// (MySQL 8, MariaDB 10.6+) turns into rows numbered `FOR ORDINALITY`; each result row
+/// carries its key's number, so an answer can only go to the request that asked for it.
+/// The identifier column is declared utf8mb4_bin, the collation of the lookup columns, so
+/// the join is an exact comparison through their unique index (`eq_ref`), read after the
+/// keys. The code comes from a correlated subquery, `live_code`'s, run once per user on
+/// otp_codes_user_id backwards without a filesort: MariaDB has no LATERAL join.
+struct LiveCodeLookup {
+    sql: String,
+}
+
+impl LiveCodeLookup {
+    fn new(column: &'static str) -> Self {
+        LiveCodeLookup {
+            sql: format!(
+                "SELECT CAST(q.n AS SIGNED) AS n, {USER_CODE_COLUMNS}
+                 FROM JSON_TABLE(?, '$[*]' COLUMNS (
+                     n FOR ORDINALITY,
+                     identifier VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin
+                         PATH '$[0]' ERROR ON EMPTY ERROR ON ERROR,
+                     at_time BIGINT PATH '$[1]' ERROR ON EMPTY ERROR ON ERROR)) q
+                 JOIN users u ON u.{column} = q.identifier
+                 LEFT JOIN otp_codes c ON c.id = (
+                     SELECT id FROM otp_codes
+                     WHERE user_id = u.id AND used_at IS NULL AND expires_at > q.at_time
+                     ORDER BY id DESC LIMIT 1)"
+            ),
+        }
+    }
+}
+
+impl BatchRead<MySql> for LiveCodeLookup {
+    type Key = (String, i64);
+    type Value = UserCodeRow;
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c mut MySqlConnection,
+        keys: &'c [(String, i64)],
+    ) -> BoxFuture<'c, Result<Vec<Option<UserCodeRow>>, sqlx::Error>> {
+        Box::pin(async move {
+            let keys_json =
+                serde_json::to_string(keys).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let rows = sqlx::query_as(&self.sql)
+                .bind(keys_json)
+                .fetch_all(conn)
+                .await?;
+            answers_by_number(rows, keys.len())
+        })
     }
 }
 
@@ -295,21 +361,8 @@ impl Store for MySqlStore {
         identifier: &Identifier,
         now: i64,
     ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-        // The user row is found through a unique index, so the optimiser reads it first, as
-        // a constant: the subquery (live_code's) then runs once on otp_codes_user_id, read
-        // backwards without a filesort, and the join is a primary-key lookup. MariaDB has
-        // no LATERAL join, hence the scalar subquery.
-        let sql = format!(
-            "SELECT {USER_CODE_COLUMNS} FROM users u
-             LEFT JOIN otp_codes c ON c.id = (
-                 SELECT id FROM otp_codes
-                 WHERE user_id = u.id AND used_at IS NULL AND expires_at > ?
-                 ORDER BY id DESC LIMIT 1)
-             WHERE u.{} = ?",
-            lookup_column(identifier)
-        );
-        let query = sqlx::query_as(&sql).bind(now).bind(identifier.key());
-        let row: Option<UserCodeRow> = self.hot.fetch_optional(query).await?;
+        let lane = &self.live_codes[lookup_index(identifier)];
+        let row = lane.fetch((identifier.key().to_owned(), now)).await?;
         Ok(row.map(UserCodeRow::split))
     }
 

@@ -18,9 +18,9 @@ use sqlx::{PgConnection, PgPool};
 
 use super::hot::{BatchRead, Batched, HotConnections};
 use super::{
-    lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox,
-    NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreError, StoreResult,
-    StoreStats, User, UserCodeRow, UserId,
+    answers_by_number, lookup_column, lookup_index, AuditEvent, AuditRecord, ImportUser, LiveCode,
+    NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store,
+    StoreError, StoreResult, StoreStats, User, UserCodeRow, UserId, LOOKUP_COLUMNS,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -47,7 +47,7 @@ impl PostgresStore {
             settings.database_read_connections,
             settings.database_timeout,
         ));
-        let live_codes = [EMAIL, PHONE, USERNAME]
+        let live_codes = LOOKUP_COLUMNS
             .map(|column| Batched::new(Arc::clone(&hot), LiveCodeLookup::new(column)));
         let pool = PgPoolOptions::new()
             // A pool of zero would make every request wait out the timeout.
@@ -73,13 +73,9 @@ impl PostgresStore {
     }
 }
 
-const EMAIL: &str = "email_norm";
-const PHONE: &str = "phone";
-const USERNAME: &str = "username_norm";
-
 /// The user and their newest live code for many identifiers of one kind, in one
-/// statement: what /validate-otp reads, batched because a flood of wrong guesses is
-/// otherwise one PostgreSQL wake-up per guess (`bench/RESULTS.md`).
+/// statement: what /validate-otp reads, batched (see `hot::Batched`) because a flood of
+/// wrong guesses is otherwise one PostgreSQL wake-up per guess (`bench/RESULTS.md`).
 ///
 /// Each key is an identifier and the time its code must be live at; `WITH ORDINALITY`
 /// numbers them, and each row carries its key's number, so an answer can only go to the
@@ -93,7 +89,6 @@ struct LiveCodeLookup {
 
 impl LiveCodeLookup {
     fn new(column: &'static str) -> Self {
-        debug_assert!(matches!(column, EMAIL | PHONE | USERNAME));
         LiveCodeLookup {
             sql: format!(
                 "SELECT q.n, {USER_CODE_COLUMNS}
@@ -108,14 +103,6 @@ impl LiveCodeLookup {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct NumberedRow {
-    /// 1-based position of the key this row answers.
-    n: i64,
-    #[sqlx(flatten)]
-    row: UserCodeRow,
-}
-
 impl BatchRead<sqlx::Postgres> for LiveCodeLookup {
     type Key = (String, i64);
     type Value = UserCodeRow;
@@ -128,20 +115,12 @@ impl BatchRead<sqlx::Postgres> for LiveCodeLookup {
         Box::pin(async move {
             let identifiers: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
             let nows: Vec<i64> = keys.iter().map(|&(_, now)| now).collect();
-            let rows: Vec<NumberedRow> = sqlx::query_as(&self.sql)
+            let rows = sqlx::query_as(&self.sql)
                 .bind(&identifiers)
                 .bind(&nows)
                 .fetch_all(conn)
                 .await?;
-            let mut answers = vec![None; keys.len()];
-            for row in rows {
-                let slot = usize::try_from(row.n - 1)
-                    .ok()
-                    .and_then(|i| answers.get_mut(i))
-                    .ok_or_else(|| sqlx::Error::Protocol(format!("row for key {}", row.n)))?;
-                *slot = Some(row.row);
-            }
-            Ok(answers)
+            answers_by_number(rows, keys.len())
         })
     }
 }
@@ -322,11 +301,7 @@ impl Store for PostgresStore {
         identifier: &Identifier,
         now: i64,
     ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-        let lane = match lookup_column(identifier) {
-            EMAIL => &self.live_codes[0],
-            PHONE => &self.live_codes[1],
-            _ => &self.live_codes[2],
-        };
+        let lane = &self.live_codes[lookup_index(identifier)];
         let row = lane.fetch((identifier.key().to_owned(), now)).await?;
         Ok(row.map(UserCodeRow::split))
     }
