@@ -1,0 +1,18 @@
+//! Black-box tests of the attacks found by the adversarial review of 80c9e2e (issue 14):
+//! each test reproduces one attack against the real binary and shows it no longer gets
+//! through. One module per family of attack.
+
+mod common;
+
+#[path = "attacks/clients.rs"]
+mod clients;
+#[path = "attacks/files.rs"]
+mod files;
+#[path = "attacks/input.rs"]
+mod input;
+#[path = "attacks/ownership.rs"]
+mod ownership;
+#[path = "attacks/sms.rs"]
+mod sms;
+#[path = "attacks/telemetry.rs"]
+mod telemetry;
