@@ -22,6 +22,21 @@ fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{s}` is not an IP address or CIDR like 10.0.0.0/8"))
 }
 
+/// `ADMIN_LISTEN_ADDR`: an address, or `off`.
+fn admin_addr(s: &str) -> Result<AdminAddr, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("off") {
+        return Ok(AdminAddr(None));
+    }
+    s.parse()
+        .map(|a| AdminAddr(Some(a)))
+        .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:9464, or `off`"))
+}
+
+/// Where the operations listener binds, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("not a duration like 30s, 10m or 12h: {e}"))
 }
@@ -56,6 +71,12 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
 
+    /// Address of the operations listener: `/metrics` and the detailed `/readyz`. Keep it
+    /// on loopback or a private network (it tells whoever reaches it about the traffic);
+    /// `off` disables it. The public listener only says ready or not.
+    #[arg(long, env = "ADMIN_LISTEN_ADDR", default_value = "127.0.0.1:9464", value_parser = admin_addr)]
+    pub admin_listen_addr: AdminAddr,
+
     #[command(flatten)]
     pub database: DatabaseSettings,
 
@@ -86,6 +107,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub outbox: OutboxSettings,
+
+    #[command(flatten)]
+    pub sms_policy: SmsPolicy,
 
     #[command(flatten)]
     pub limits: LimitSettings,
@@ -186,6 +210,54 @@ pub struct RecoverySettings {
     /// How long the reset token issued by /validate-otp stays valid.
     #[arg(long, env = "RESET_TOKEN_TTL", default_value = "15m", value_parser = duration)]
     pub reset_token_ttl: Duration,
+
+    /// Shortest time a refused /validate-otp or /reset-password takes to answer, so that
+    /// the write an existing account costs cannot be timed. Above the slowest commit you
+    /// expect; 0 turns it off.
+    #[arg(long, env = "RESPONSE_FLOOR", default_value = "25ms", value_parser = duration)]
+    pub response_floor: Duration,
+}
+
+/// Who may be sent a text, and how many: what stands between an anonymous client and the
+/// SMS bill (SMS pumping). Past a budget, or outside the allowed countries, a code goes
+/// by email instead and the API answers the same.
+#[derive(Args, Debug, Clone)]
+pub struct SmsPolicy {
+    /// Texts sent by all instances together, per hour (a GCRA rule, COUNT/PERIOD).
+    #[arg(long, env = "SMS_BUDGET_PER_HOUR", default_value = "100/1h")]
+    pub sms_budget_per_hour: Rule,
+
+    /// Texts sent by all instances together, per day.
+    #[arg(long, env = "SMS_BUDGET_PER_DAY", default_value = "1000/1d")]
+    pub sms_budget_per_day: Rule,
+
+    /// Texts to numbers sharing their first SMS_PREFIX_DIGITS digits (one number range).
+    #[arg(long, env = "SMS_BUDGET_PER_PREFIX", default_value = "10/1h")]
+    pub sms_budget_per_prefix: Rule,
+
+    /// How many leading digits of an E.164 number (country code included) make a prefix.
+    #[arg(long, env = "SMS_PREFIX_DIGITS", default_value_t = 6,
+          value_parser = clap::value_parser!(u8).range(1..=15))]
+    pub sms_prefix_digits: u8,
+
+    /// Country calling codes texts may go to, comma-separated (e.g. `1,44,49`); empty
+    /// means every country. Numbers elsewhere are refused at registration.
+    #[arg(long, env = "SMS_ALLOWED_COUNTRIES", value_delimiter = ',', value_parser = calling_code)]
+    pub sms_allowed_countries: Vec<String>,
+}
+
+fn calling_code(s: &str) -> Result<String, String> {
+    let code = s.trim().trim_start_matches('+');
+    if code.is_empty() {
+        return Ok(String::new()); // `SMS_ALLOWED_COUNTRIES=` : every country
+    }
+    if (1..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(code.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a country calling code like 1, 44 or 353"
+        ))
+    }
 }
 
 /// Email delivery. `SMTP_URL` wins; otherwise `EMAIL_USER`/`EMAIL_PASS` mean Gmail with

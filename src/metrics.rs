@@ -1,5 +1,7 @@
-//! Prometheus metrics: the recorder, the `/metrics` route, and the per-request
-//! middleware that counts requests by route and status and times them. Other modules
+//! Prometheus metrics: the recorder, the `/metrics` route (served on the operations
+//! listener only), and the per-request middleware that counts requests by route and
+//! status and times them. Every label value comes from a closed set, and no counter moves
+//! differently for an identifier that has an account than for one that has none. Other modules
 //! record their own events with the `metrics` macros; the names are listed in the README.
 
 use std::sync::OnceLock;
@@ -7,10 +9,12 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Latency buckets from 0.5 ms to 10 s: session checks live at the bottom, hashes in the
@@ -73,14 +77,42 @@ pub async fn render(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The methods HTTP defines (RFC 9110 and PATCH): the only values the `method` label and
+/// the log's method field take. Anything else is refused by `refuse_unknown_methods`
+/// before routing, so a client cannot mint label values (each one a series kept for
+/// the life of the process) or write what it likes into the log.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Answers 501 to a method HTTP does not define, before routing and before anything
+/// counts or logs it.
+pub async fn refuse_unknown_methods(req: Request, next: Next) -> Response {
+    if method_label(req.method()) == "other" {
+        return ApiError::MethodNotImplemented.into_response();
+    }
+    next.run(req).await
+}
+
 /// Counts and times every request by matched route (never the raw path, whose
-/// cardinality a client controls) and status.
+/// cardinality a client controls), method (from a closed set) and status.
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();

@@ -57,6 +57,8 @@ pub enum StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    /// The operations listener (`/metrics`, the detailed `/readyz`), when enabled.
+    admin: Option<TcpListener>,
     state: AppState,
     worker: OutboxWorker,
 }
@@ -95,6 +97,12 @@ impl Application {
         };
         crate::metrics::handle();
         let listener = TcpListener::bind(settings.listen_addr).await?;
+        let admin = match settings.admin_listen_addr.0 {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                StartupError::Config(format!("ADMIN_LISTEN_ADDR {addr}: cannot listen: {e}"))
+            })?),
+            None => None,
+        };
         tracing::info!(
             hash_concurrency = hasher.concurrency(),
             argon2_m_kib = settings.hashing.argon2_memory_kib,
@@ -119,9 +127,12 @@ impl Application {
             settings: Arc::new(settings),
             outbox_wake,
             outbox_heartbeat,
+            background: tokio_util::task::TaskTracker::new(),
+            background_slots: Arc::new(Semaphore::new(crate::state::BACKGROUND_SLOTS)),
         };
         Ok(Application {
             listener,
+            admin,
             state,
             worker,
         })
@@ -139,6 +150,7 @@ impl Application {
     ) -> Result<(), StartupError> {
         let Application {
             listener,
+            admin,
             state,
             worker,
         } = self;
@@ -149,7 +161,11 @@ impl Application {
             .collect();
         let purger = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
         let upkeep = tokio::spawn(crate::metrics::upkeep(stop_rx.clone()));
+        let operations = admin.map(|listener| {
+            tokio::spawn(serve_operations(listener, state.clone(), stop_rx.clone()))
+        });
         let settings = state.settings.clone();
+        let background = state.background.clone();
         let router = app(state);
 
         let graceful = GracefulShutdown::new();
@@ -188,6 +204,9 @@ impl Application {
                 tracing::warn!("grace period over; dropping the connections still open");
             }
         }
+        // Codes asked for just before the signal are still issued (and so delivered).
+        background.close();
+        let _ = tokio::time::timeout(settings.shutdown_grace, background.wait()).await;
         let _ = tokio::time::timeout(
             Duration::from_secs(30),
             futures_util::future::join_all(workers),
@@ -195,8 +214,28 @@ impl Application {
         .await;
         purger.abort();
         upkeep.abort();
+        if let Some(task) = operations {
+            task.abort();
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Serves the operations router on its own listener until `stop`. Its log line does not
+/// say "listening on": that one names the public address.
+async fn serve_operations(listener: TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("operations endpoints (/metrics, /readyz) on http://{addr}");
+    }
+    let router = crate::routes::operations_router().with_state(state);
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!(error = %e, "operations listener stopped");
     }
 }
 
@@ -273,7 +312,8 @@ pub fn app(state: AppState) -> Router {
                         .extensions()
                         .get::<MatchedPath>()
                         .map_or("<unmatched>", MatchedPath::as_str);
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path)
+                    let method = crate::metrics::method_label(req.method());
+                    tracing::info_span!("request", request_id = %id, method, path)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
@@ -302,7 +342,10 @@ pub fn app(state: AppState) -> Router {
             ApiError::Unavailable
         }))
         .timeout(timeout)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(
+            crate::metrics::refuse_unknown_methods,
+        ));
     crate::routes::router()
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)

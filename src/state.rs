@@ -3,7 +3,8 @@
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::auth::keys::Keys;
 use crate::auth::password::PasswordHasher;
@@ -23,7 +24,17 @@ pub struct AppState {
     pub outbox_wake: Arc<Notify>,
     /// When the outbox worker last went round its loop (Unix seconds), for /readyz.
     pub outbox_heartbeat: Arc<AtomicI64>,
+    /// Work a request starts and does not wait for: what only an existing account costs
+    /// (issuing a code), done after the answer so its time cannot be measured. Waited for
+    /// at shutdown.
+    pub background: TaskTracker,
+    /// Bounds that work: every request of the kind takes a slot first, account or not, so
+    /// a full queue slows both alike.
+    pub background_slots: Arc<Semaphore>,
 }
+
+/// Most background jobs at once (see `AppState::background_slots`).
+pub const BACKGROUND_SLOTS: usize = 256;
 
 /// Now, in the Unix seconds the store works in.
 pub fn now() -> i64 {

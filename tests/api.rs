@@ -476,7 +476,8 @@ async fn the_session_cookie_is_secure_http_only_and_strict() {
     let app = TestApp::spawn_with(&[("COOKIE_SECURE", "true")]).await;
     register(&app, "xavier", None).await;
     let resp = app.login("xavier", PASSWORD).await;
-    let cookie = common::set_cookie_header(&resp, "session").unwrap();
+    // Secure: the name carries the __Host- prefix (no Domain, Path=/).
+    let cookie = common::set_cookie_header(&resp, "__Host-session").unwrap();
     for flag in [
         "Path=/",
         "Secure",
@@ -492,7 +493,7 @@ async fn the_session_cookie_is_secure_http_only_and_strict() {
     let resp = app
         .send(
             app.request(reqwest::Method::GET, "/me")
-                .header("cookie", format!("session={token}")),
+                .header("cookie", format!("__Host-session={token}")),
             "me by cookie",
         )
         .await;

@@ -6,6 +6,8 @@ mod common;
 
 #[path = "attacks/clients.rs"]
 mod clients;
+#[path = "attacks/cookies.rs"]
+mod cookies;
 #[path = "attacks/files.rs"]
 mod files;
 #[path = "attacks/input.rs"]
@@ -16,3 +18,5 @@ mod ownership;
 mod sms;
 #[path = "attacks/telemetry.rs"]
 mod telemetry;
+#[path = "attacks/timing.rs"]
+mod timing;

@@ -203,7 +203,7 @@ fn free_port() -> u16 {
 }
 
 async fn rate_limit_status(app: &TestApp) -> String {
-    let (status, body) = json(app.get("/readyz", None).await).await;
+    let (status, body) = json(app.admin_get("/readyz").await).await;
     assert_eq!(status, 200, "{body}");
     body["checks"]["rate_limits"]["status"]
         .as_str()

@@ -405,6 +405,9 @@ contract_tests![
     audit_events_are_listed_per_user_since_a_time_in_order_and_purged_by_age,
     importing_users_skips_collisions_with_existing_rows_and_within_the_batch,
     stats_count_pending_and_failed_messages,
+    a_reset_token_inherits_its_codes_channel_and_the_reset_proves_it,
+    proving_the_email_drops_a_phone_nobody_proved_but_keeps_a_proven_one,
+    a_proof_counts_only_for_the_address_it_was_made_for,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -550,6 +553,7 @@ mod contract {
                 &NewCode {
                     user_id,
                     code_hash: code,
+                    channel: "email",
                     now,
                     expires_at,
                 },
@@ -1045,6 +1049,7 @@ mod contract {
                 let (code, payload) = (format!("code-{i}"), format!("msg:code-{i}"));
                 let code = NewCode {
                     user_id: alice,
+                    channel: "email",
                     code_hash: &code,
                     now: T0,
                     expires_at: T0 + 600,
@@ -1275,13 +1280,18 @@ mod contract {
         let losers: Vec<String> = losers.into_iter().map(|r| r.1).collect();
         assert_eq!(winners.len(), 1, "winners {winners:?}");
         assert!(store
-            .reset_token_live(alice, &winners[0], T0 + 2)
+            .live_reset_token(alice, &winners[0], T0 + 2)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         // The losers' tokens were never stored (their transactions wrote nothing).
         for token in &losers {
             assert!(
-                !store.reset_token_live(alice, token, T0 + 2).await.unwrap(),
+                !store
+                    .live_reset_token(alice, token, T0 + 2)
+                    .await
+                    .unwrap()
+                    .is_some(),
                 "{token}"
             );
         }
@@ -1293,16 +1303,18 @@ mod contract {
         let expiring = issue(&store, alice, "code-1", T0, T0 + 600).await;
         assert!(!redeem(&store, alice, expiring, "tok-1", T0 + 600, T0 + 1200).await);
         assert!(!store
-            .reset_token_live(alice, "tok-1", T0 + 601)
+            .live_reset_token(alice, "tok-1", T0 + 601)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         let killed = issue(&store, alice, "code-2", T0 + 1, T0 + 600).await;
         issue(&store, alice, "code-3", T0 + 2, T0 + 600).await;
         assert!(!redeem(&store, alice, killed, "tok-2", T0 + 3, T0 + 600).await);
         assert!(!store
-            .reset_token_live(alice, "tok-2", T0 + 4)
+            .live_reset_token(alice, "tok-2", T0 + 4)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
     }
 
     // --- password reset ------------------------------------------------------------------
@@ -1315,23 +1327,34 @@ mod contract {
         let bob = user(&store, "bob").await;
         reset_token(&store, alice, "tok").await;
         assert!(store
-            .reset_token_live(alice, "tok", T0 + 599)
+            .live_reset_token(alice, "tok", T0 + 599)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         assert!(!store
-            .reset_token_live(alice, "tok", T0 + 600)
+            .live_reset_token(alice, "tok", T0 + 600)
             .await
-            .unwrap());
-        assert!(!store.reset_token_live(bob, "tok", T0 + 1).await.unwrap());
+            .unwrap()
+            .is_some());
         assert!(!store
-            .reset_token_live(alice, "other", T0 + 1)
+            .live_reset_token(bob, "tok", T0 + 1)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
+        assert!(!store
+            .live_reset_token(alice, "other", T0 + 1)
+            .await
+            .unwrap()
+            .is_some());
         assert!(store
-            .reset_password(alice, "tok", "new", T0 + 1, None)
+            .reset_password(alice, "tok", "new", T0 + 1, None, &[])
             .await
             .unwrap());
-        assert!(!store.reset_token_live(alice, "tok", T0 + 2).await.unwrap());
+        assert!(!store
+            .live_reset_token(alice, "tok", T0 + 2)
+            .await
+            .unwrap()
+            .is_some());
     }
 
     pub async fn a_password_reset_consumes_the_token_and_revokes_everything_else(
@@ -1357,7 +1380,14 @@ mod contract {
             now: T0 + 5,
         };
         assert!(store
-            .reset_password(alice, "tok-1", "new-hash", T0 + 5, Some(&notice))
+            .reset_password(
+                alice,
+                "tok-1",
+                "new-hash",
+                T0 + 5,
+                None,
+                std::slice::from_ref(&notice)
+            )
             .await
             .unwrap());
 
@@ -1367,20 +1397,22 @@ mod contract {
         assert!(!live(&store, "sess-2", T0 + 6).await);
         assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
         assert!(!store
-            .reset_token_live(alice, "tok-1", T0 + 6)
+            .live_reset_token(alice, "tok-1", T0 + 6)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         assert!(!store
-            .reset_token_live(alice, "tok-2", T0 + 6)
+            .live_reset_token(alice, "tok-2", T0 + 6)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         // Consumed once: neither token works again.
         assert!(!store
-            .reset_password(alice, "tok-1", "again", T0 + 7, None)
+            .reset_password(alice, "tok-1", "again", T0 + 7, None, &[])
             .await
             .unwrap());
         assert!(!store
-            .reset_password(alice, "tok-2", "again", T0 + 7, None)
+            .reset_password(alice, "tok-2", "again", T0 + 7, None, &[])
             .await
             .unwrap());
         assert_eq!(
@@ -1408,9 +1440,10 @@ mod contract {
             "code-bob"
         );
         assert!(store
-            .reset_token_live(bob, "tok-bob", T0 + 6)
+            .live_reset_token(bob, "tok-bob", T0 + 6)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         assert_eq!(
             store
                 .find_user(&id("bob"))
@@ -1431,7 +1464,7 @@ mod contract {
         reset_token(&store, alice, "tok-alice").await;
         reset_token(&store, bob, "tok-used").await;
         assert!(store
-            .reset_password(bob, "tok-used", "bob-new", T0 + 1, None)
+            .reset_password(bob, "tok-used", "bob-new", T0 + 1, None, &[])
             .await
             .unwrap());
         reset_token(&store, bob, "tok-bob").await;
@@ -1454,7 +1487,7 @@ mod contract {
             (alice, "no-such-token", T0 + 3, "an unknown token"),
         ] {
             let done = store
-                .reset_password(who, token, "evil", now, Some(&notice))
+                .reset_password(who, token, "evil", now, None, std::slice::from_ref(&notice))
                 .await
                 .unwrap();
             assert!(!done, "reset with {why} succeeded");
@@ -1477,13 +1510,15 @@ mod contract {
             assert_eq!(code.unwrap().code_hash, format!("code-{who}"));
         }
         assert!(store
-            .reset_token_live(alice, "tok-alice", T0 + 4)
+            .live_reset_token(alice, "tok-alice", T0 + 4)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         assert!(store
-            .reset_token_live(bob, "tok-bob", T0 + 4)
+            .live_reset_token(bob, "tok-bob", T0 + 4)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         assert!(
             drain(&store, T0 + 10).await.is_empty(),
             "a notice was queued"
@@ -1507,7 +1542,14 @@ mod contract {
                     now: T0 + 1,
                 };
                 let done = store
-                    .reset_password(alice, "tok", &hash, T0 + 1, Some(&notice))
+                    .reset_password(
+                        alice,
+                        "tok",
+                        &hash,
+                        T0 + 1,
+                        None,
+                        std::slice::from_ref(&notice),
+                    )
                     .await;
                 (done.unwrap(), hash)
             }
@@ -1867,11 +1909,12 @@ mod contract {
         assert!(!live(&store, "sess-2", T0 + 6).await);
         assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
         assert!(!store
-            .reset_token_live(alice, "tok-alice", T0 + 6)
+            .live_reset_token(alice, "tok-alice", T0 + 6)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         assert!(!store
-            .reset_password(alice, "tok-alice", "evil", T0 + 6, None)
+            .reset_password(alice, "tok-alice", "evil", T0 + 6, None, &[])
             .await
             .unwrap());
         assert_eq!(
@@ -1890,9 +1933,10 @@ mod contract {
         let code = store.live_code(bob, T0 + 6).await.unwrap().unwrap();
         assert_eq!(code.code_hash, "code-bob");
         assert!(store
-            .reset_token_live(bob, "tok-bob", T0 + 6)
+            .live_reset_token(bob, "tok-bob", T0 + 6)
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
 
         assert!(!store
             .set_password_hash(NOBODY, "admin-hash", T0 + 7)
@@ -2125,5 +2169,141 @@ mod contract {
         // The store has used at least one connection, and never more than its pools allow.
         let connections = stats.pool_idle + stats.pool_in_use;
         assert!((1..=16).contains(&connections), "{stats:?}");
+    }
+
+    /// Issues a code on `channel` and redeems it for `token`.
+    async fn token_via(store: &Arc<dyn Store>, user_id: UserId, channel: &str, token: &str) {
+        let payload = format!("msg:{token}");
+        let code_hash = format!("code-for-{token}");
+        store
+            .issue_code(
+                &NewCode {
+                    user_id,
+                    code_hash: &code_hash,
+                    channel,
+                    now: T0,
+                    expires_at: T0 + 600,
+                },
+                &NewOutbox {
+                    channel,
+                    payload: &payload,
+                    now: T0,
+                },
+            )
+            .await
+            .unwrap();
+        let code = store.live_code(user_id, T0).await.unwrap().unwrap();
+        assert!(redeem(store, user_id, code.id, token, T0, T0 + 600).await);
+    }
+
+    async fn proven(store: &Arc<dyn Store>, user_id: UserId) -> Vec<String> {
+        store.proven_channels(user_id).await.unwrap()
+    }
+
+    pub async fn a_reset_token_inherits_its_codes_channel_and_the_reset_proves_it(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = create(&store, "alice", "alice@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
+        assert!(proven(&store, alice).await.is_empty());
+        token_via(&store, alice, "sms", "tok-sms").await;
+        let live = store
+            .live_reset_token(alice, "tok-sms", T0 + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.channel.as_deref(), Some("sms"));
+        assert!(store
+            .reset_password(alice, "tok-sms", "new", T0 + 1, Some("sms"), &[])
+            .await
+            .unwrap());
+        assert_eq!(proven(&store, alice).await, ["sms"]);
+        // An SMS proof leaves the email where it is.
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.phone.as_deref(), Some("+14155550101"));
+        assert_eq!(found.email, "alice@example.com");
+    }
+
+    pub async fn proving_the_email_drops_a_phone_nobody_proved_but_keeps_a_proven_one(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        // Someone registered alice's email with their own phone: alice proves the email.
+        let alice = create(&store, "alice", "alice@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
+        token_via(&store, alice, "email", "tok-a").await;
+        assert!(store
+            .reset_password(alice, "tok-a", "new", T0 + 1, Some("email"), &[])
+            .await
+            .unwrap());
+        let found = store.find_user(&id("alice")).await.unwrap().unwrap();
+        assert_eq!(found.phone, None);
+        assert_eq!(proven(&store, alice).await, ["email"]);
+        assert!(store
+            .find_user(&id("+14155550101"))
+            .await
+            .unwrap()
+            .is_none());
+
+        // Bob proved his phone first: proving his email later keeps it.
+        let bob = create(&store, "bob", "bob@example.com", Some("+14155550102"))
+            .await
+            .unwrap();
+        token_via(&store, bob, "sms", "tok-b1").await;
+        assert!(store
+            .reset_password(bob, "tok-b1", "new", T0 + 1, Some("sms"), &[])
+            .await
+            .unwrap());
+        token_via(&store, bob, "email", "tok-b2").await;
+        assert!(store
+            .reset_password(bob, "tok-b2", "newer", T0 + 2, Some("email"), &[])
+            .await
+            .unwrap());
+        let found = store.find_user(&id("bob")).await.unwrap().unwrap();
+        assert_eq!(found.phone.as_deref(), Some("+14155550102"));
+        assert_eq!(proven(&store, bob).await, ["email", "sms"]);
+    }
+
+    pub async fn a_proof_counts_only_for_the_address_it_was_made_for(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = create(&store, "alice", "alice@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
+        token_via(&store, alice, "sms", "tok-1").await;
+        assert!(store
+            .reset_password(alice, "tok-1", "new", T0 + 1, Some("sms"), &[])
+            .await
+            .unwrap());
+        token_via(&store, alice, "email", "tok-2").await;
+        assert!(store
+            .reset_password(alice, "tok-2", "newer", T0 + 2, Some("email"), &[])
+            .await
+            .unwrap());
+        assert_eq!(proven(&store, alice).await, ["email", "sms"]);
+        raw.exec(&format!(
+            "UPDATE users SET phone = '+14155550199' WHERE id = {alice}"
+        ))
+        .await;
+        assert_eq!(proven(&store, alice).await, ["email"]);
+        raw.exec(&format!(
+            "UPDATE users SET email_norm = 'new@example.com' WHERE id = {alice}"
+        ))
+        .await;
+        assert!(proven(&store, alice).await.is_empty());
+        // A token from before channels were kept proves nothing.
+        reset_token(&store, alice, "tok-3").await;
+        raw.exec("UPDATE reset_tokens SET channel = NULL WHERE used_at IS NULL")
+            .await;
+        let live = store
+            .live_reset_token(alice, "tok-3", T0 + 3)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.channel, None);
     }
 }

@@ -2,6 +2,7 @@
 //! the session extractor.
 
 pub mod keys;
+pub mod ownership;
 pub mod password;
 pub mod session;
 pub mod token;

@@ -35,7 +35,7 @@ impl FromRequestParts<AppState> for AuthSession {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         const NO_SESSION: ApiError =
             ApiError::Unauthorized("Not logged in, or the session has expired");
-        let token = presented_token(parts).ok_or(NO_SESSION)?;
+        let token = presented_token(parts, state.settings.cookie_secure).ok_or(NO_SESSION)?;
         let hash = token_hash(&token);
         let now = now();
         let idle = state.settings.sessions.session_idle_timeout.as_secs() as i64;
@@ -51,9 +51,9 @@ impl FromRequestParts<AppState> for AuthSession {
     }
 }
 
-/// The session token from `Authorization: Bearer …`, else from the `session` cookie;
+/// The session token from `Authorization: Bearer …`, else from the session cookie;
 /// anything not shaped like one of our tokens is ignored.
-pub fn presented_token(parts: &Parts) -> Option<String> {
+pub fn presented_token(parts: &Parts, secure: bool) -> Option<String> {
     let bearer = parts
         .headers
         .get(AUTHORIZATION)
@@ -65,24 +65,46 @@ pub fn presented_token(parts: &Parts) -> Option<String> {
                 .then(|| rest.trim().to_owned())
         });
     bearer
-        .or_else(|| cookie(&parts.headers, SESSION_COOKIE))
+        .or_else(|| cookie(&parts.headers, SESSION_COOKIE, "/", secure))
         .filter(|t| looks_like_token(t))
 }
 
-/// The value of cookie `name` in the request's Cookie headers.
-pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
+/// The name cookie `name` goes by. With `Secure` it carries a prefix the browser
+/// enforces, so that no sibling subdomain and no plain-HTTP page can set one of ours:
+/// `__Host-` for a cookie of the whole site (Secure, `Path=/`, no `Domain`), `__Secure-`
+/// for one scoped to a path. Without `Secure` (local HTTP testing) no prefix is allowed.
+pub fn cookie_name(name: &str, path: &str, secure: bool) -> String {
+    match (secure, path) {
+        (false, _) => name.to_owned(),
+        (true, "/") => format!("__Host-{name}"),
+        (true, _) => format!("__Secure-{name}"),
+    }
+}
+
+/// The value of our cookie `name` (set for `path`) in the request's Cookie headers.
+/// Several pairs of that name with different values — one of them tossed in by someone
+/// else — are ambiguous, and count as none.
+pub fn cookie(
+    headers: &axum::http::HeaderMap,
+    name: &str,
+    path: &str,
+    secure: bool,
+) -> Option<String> {
+    let name = cookie_name(name, path, secure);
+    let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_owned())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'));
+    let first = values.next()?;
+    values.all(|v| v == first).then(|| first.to_owned())
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure unless turned off for
-/// local HTTP. A zero `max_age` clears the cookie.
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure (with its name prefixed,
+/// see `cookie_name`) unless turned off for local HTTP. A zero `max_age` clears it.
 pub fn set_cookie(
     name: &str,
     value: &str,
@@ -90,6 +112,7 @@ pub fn set_cookie(
     max_age: Duration,
     secure: bool,
 ) -> HeaderValue {
+    let name = cookie_name(name, path, secure);
     let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
         "{name}={value}; Path={path}{secure}; HttpOnly; SameSite=Strict; Max-Age={}",
@@ -120,11 +143,29 @@ mod tests {
             ("authorization", &format!("Bearer {t1}")),
             ("cookie", &format!("a=b; session={t2}")),
         ]);
-        assert_eq!(presented_token(&p), Some(t1));
+        assert_eq!(presented_token(&p, false), Some(t1));
         let p = parts(&[("cookie", &format!("a=b; session={t2}"))]);
-        assert_eq!(presented_token(&p), Some(t2));
+        assert_eq!(presented_token(&p, false), Some(t2.clone()));
         let p = parts(&[("cookie", "session=' OR 1=1 --")]);
-        assert_eq!(presented_token(&p), None);
+        assert_eq!(presented_token(&p, false), None);
+        // Secure: only the prefixed name counts.
+        let p = parts(&[("cookie", &format!("session={t2}"))]);
+        assert_eq!(presented_token(&p, true), None);
+        let p = parts(&[("cookie", &format!("__Host-session={t2}"))]);
+        assert_eq!(presented_token(&p, true), Some(t2));
+    }
+
+    #[test]
+    fn a_second_cookie_of_the_same_name_makes_it_ambiguous() {
+        let t1 = crate::auth::token::new_token();
+        let t2 = crate::auth::token::new_token();
+        let p = parts(&[
+            ("cookie", &format!("session={t1}")),
+            ("cookie", &format!("session={t2}")),
+        ]);
+        assert_eq!(presented_token(&p, false), None);
+        let p = parts(&[("cookie", &format!("session={t1}; session={t1}"))]);
+        assert_eq!(presented_token(&p, false), Some(t1));
     }
 
     #[test]
@@ -132,8 +173,16 @@ mod tests {
         let c = set_cookie("session", "abc", "/", Duration::from_secs(60), true);
         assert_eq!(
             c.to_str().unwrap(),
-            "session=abc; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=60"
+            "__Host-session=abc; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=60"
         );
+        let c = set_cookie(
+            "reset_token",
+            "abc",
+            "/reset-password",
+            Duration::ZERO,
+            true,
+        );
+        assert!(c.to_str().unwrap().starts_with("__Secure-reset_token=abc;"));
         let c = set_cookie("session", "", "/", Duration::ZERO, false);
         assert_eq!(
             c.to_str().unwrap(),

@@ -8,6 +8,7 @@
 
 pub mod console;
 pub mod outbox;
+pub mod sms_policy;
 pub mod smtp;
 pub mod twilio;
 

@@ -1,5 +1,7 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (it can do its job: the
-//! database answers).
+//! database answers). The public listener says only ready or not; the operations listener
+//! (`ADMIN_LISTEN_ADDR`) serves the detailed report and `/metrics`, which tell whoever
+//! reads them about the traffic and so are not for the public.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,6 +18,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+}
+
+/// The operations listener's routes: liveness, the detailed readiness report, metrics.
+pub fn operations_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz_detail))
         .route("/metrics", get(metrics))
 }
 
@@ -43,82 +52,16 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The body of `/readyz`. Documentation only: the handler writes it with `json!`.
+/// The body of the public `/readyz`. Documentation only: the handler writes it with
+/// `json!`.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-#[schema(example = json!({
-    "status": "ready",
-    "checks": {
-        "database": {"status": "ok"},
-        "migrations": {"status": "ok", "version": 4},
-        "outbox_worker": {"status": "ok", "last_seen_seconds_ago": 0},
-        "rate_limits": {"status": "ok", "backend": "memory", "detail": "in-process"}
-    }
-}))]
+#[schema(example = json!({"status": "ready"}))]
 struct Readiness {
-    /// `ready` when every check but `rate_limits` is ok, else `unavailable`.
+    /// `ready` when the database answers, its schema is current and the outbox worker is
+    /// alive, else `unavailable`. Which check failed is on the operations listener.
     #[schema(pattern = "^(ready|unavailable)$")]
     status: String,
-    #[schema(inline)]
-    checks: ReadinessChecks,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct ReadinessChecks {
-    #[schema(inline)]
-    database: DatabaseCheck,
-    #[schema(inline)]
-    migrations: MigrationsCheck,
-    #[schema(inline)]
-    outbox_worker: WorkerCheck,
-    #[schema(inline)]
-    rate_limits: LimiterCheck,
-}
-
-/// Whether the database answers a ping.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct DatabaseCheck {
-    /// `ok` or `unreachable`.
-    #[schema(pattern = "^(ok|unreachable)$")]
-    status: String,
-}
-
-/// Whether the schema is at the version this build expects.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct MigrationsCheck {
-    /// `ok`, `behind` or `unknown` (the version could not be read).
-    #[schema(pattern = "^(ok|behind|unknown)$")]
-    status: String,
-    /// The applied schema version, when known.
-    version: Option<i64>,
-    /// The version this build needs, when behind.
-    expected: Option<i64>,
-}
-
-/// Whether the outbox delivery worker went round its loop recently.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct WorkerCheck {
-    /// `ok` or `stalled`.
-    #[schema(pattern = "^(ok|stalled)$")]
-    status: String,
-    last_seen_seconds_ago: i64,
-}
-
-/// The rate-limit backend; `degraded` (Redis unreachable, limiting locally) does not make
-/// the instance unready.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct LimiterCheck {
-    /// `ok` or `degraded`.
-    #[schema(pattern = "^(ok|degraded)$")]
-    status: String,
-    /// `memory` or `redis`.
-    backend: String,
-    detail: String,
 }
 
 /// Ready when the database answers. A rate-limit backend that is down does not make the
@@ -131,11 +74,22 @@ struct LimiterCheck {
     responses(
         (status = 200, description = "Ready: the database answers, its schema is current and \
             the outbox worker is alive", body = Readiness),
-        (status = 503, description = "Not ready; the body says which check failed",
-            body = Readiness),
+        (status = 503, description = "Not ready; the operations listener's `/readyz` says \
+            which check failed", body = Readiness),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (status, body) = readiness(&state).await;
+    (status, Json(json!({"status": body["status"]})))
+}
+
+/// The operations listener's `/readyz`: the same verdict, with each check described.
+async fn readyz_detail(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (status, body) = readiness(&state).await;
+    (status, Json(body))
+}
+
+async fn readiness(state: &AppState) -> (StatusCode, Value) {
     let database = match state.store.ping().await {
         Ok(()) => json!({"status": "ok"}),
         Err(e) => {
@@ -184,20 +138,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    (status, body)
 }
 
-/// Prometheus metrics.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    operation_id = "metrics",
-    responses(
-        (status = 200, description = "Metrics in the Prometheus text exposition format 0.0.4",
-            body = String, content_type = "text/plain"),
-    )
-)]
+/// Prometheus metrics, in the text exposition format 0.0.4.
 async fn metrics(state: State<AppState>) -> Response {
     crate::metrics::render(state).await
 }

@@ -52,7 +52,7 @@ struct LoginRequest {
         (status = 200, description = "Logged in; the session comes back as the `session` cookie",
             body = MessageBody,
             headers(("Set-Cookie" = String,
-                description = "`session=<token>; Path=/; [Secure; ]HttpOnly; SameSite=Strict; \
+                description = "`__Host-session=<token>; Path=/; [Secure; ]HttpOnly; SameSite=Strict; \
                     Max-Age=<SESSION_ABSOLUTE_TIMEOUT>`. The token also works as \
                     `Authorization: Bearer <token>`.")),
             links(

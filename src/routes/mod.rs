@@ -29,6 +29,14 @@ pub fn router() -> Router<AppState> {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
 
+/// The operations listener's router (`ADMIN_LISTEN_ADDR`): `/healthz`, the detailed
+/// `/readyz` and `/metrics`, with the same JSON 404/405 fallbacks.
+pub fn operations_router() -> Router<AppState> {
+    health::operations_router()
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
 /// The seed's success body: `{"message": "…"}`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"message": "Login successful"}))]

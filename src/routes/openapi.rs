@@ -55,7 +55,6 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
         recovery::reset_password,
         health::healthz,
         health::readyz,
-        health::metrics,
         openapi_json,
     ),
     components(schemas(ErrorBody)),
@@ -63,7 +62,8 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
     tags(
         (name = "accounts", description = "Registration, login and sessions"),
         (name = "recovery", description = "Password recovery by one-time code"),
-        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "operations", description = "Health, readiness and this document (metrics and \
+            the detailed readiness report are on the operations listener)"),
     )
 )]
 pub struct ApiDoc;

@@ -9,6 +9,9 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+use tracing::Instrument;
+
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::http::HeaderMap;
@@ -19,11 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, limit, MessageBody};
+use crate::auth::ownership::{recovery_channels, Proofs};
 use crate::auth::session::{cookie, set_cookie, RESET_COOKIE};
 use crate::auth::token::{looks_like_token, new_code, new_token, token_hash};
 use crate::domain::{Email, Identifier, NewPassword, OtpCode, ParseError, Username};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
+use crate::notify::sms_policy;
 use crate::notify::{Channel, Message};
 use crate::state::{now, AppState};
 use crate::store::{NewCode, NewOutbox, NewResetToken, User};
@@ -120,42 +125,90 @@ async fn forgot_password(
     )
     .await?;
 
+    // Every request takes a slot, account or not, so a full queue delays both alike.
+    let slot = state
+        .background_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
     let user = state.store.find_user(&identifier).await?;
     if let Some(user) = user.filter(|u| u.disabled_at.is_none()) {
-        // The hourly cap on codes is per user and silent: a 429 here would reveal that
-        // the account exists.
-        let capped = state
-            .limiter
-            .check(
-                &limits.codes_per_account,
-                &format!("codes:user:{}", user.id),
-            )
-            .await
-            .is_err();
-        if capped {
-            tracing::info!(user_id = user.id, "code not issued: hourly cap reached");
-        } else {
-            issue_code(&state, &user, &identifier, channel).await?;
-            audit(&state, "code_requested", Some(user.id), &meta).await;
-        }
+        // What only an existing account costs (the cap check, the proofs read, the SMS
+        // budget, the code's transaction, the audit row) happens after the answer, so the
+        // answer's timing cannot tell who has an account.
+        let job_state = state.clone();
+        let wanted = channel.unwrap_or(match identifier {
+            Identifier::Phone(_) => Channel::Sms,
+            _ => Channel::Email,
+        });
+        state.background.spawn(
+            async move {
+                let _slot = slot;
+                if let Err(e) = request_code(&job_state, &user, wanted, &meta).await {
+                    tracing::warn!(user_id = user.id, error = %e, "recovery code not issued");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
+    code_event("requested");
     Ok(Json(MessageBody {
         message: "OTP sent successfully",
     }))
 }
 
-async fn issue_code(
+/// Issues a code to an existing, enabled account, on the best channel the ownership rule
+/// and the SMS policy allow; silently nothing past the hourly cap.
+async fn request_code(
     state: &AppState,
     user: &User,
-    identifier: &Identifier,
-    channel: Option<Channel>,
+    wanted: Channel,
+    meta: &RequestMeta,
 ) -> Result<()> {
-    let wants_sms = channel == Some(Channel::Sms)
-        || (channel.is_none() && matches!(identifier, Identifier::Phone(_)));
-    // A user without a phone asking for SMS still gets the code, by email.
-    let (channel, to) = match (&user.phone, wants_sms) {
-        (Some(phone), true) => (Channel::Sms, phone.clone()),
-        _ => (Channel::Email, user.email.clone()),
+    let capped = state
+        .limiter
+        .check(
+            &state.settings.limits.codes_per_account,
+            &format!("codes:user:{}", user.id),
+        )
+        .await
+        .is_err();
+    if capped {
+        tracing::info!(user_id = user.id, "code not issued: hourly cap reached");
+        return Ok(());
+    }
+    let proofs = Proofs::from_names(&state.store.proven_channels(user.id).await?);
+    let mut chosen = None;
+    for channel in recovery_channels(wanted, user.phone.is_some(), proofs) {
+        if channel == Channel::Sms {
+            let phone = user.phone.as_deref().unwrap_or_default();
+            if sms_policy::take(&state.settings.sms_policy, &*state.limiter, phone)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+        }
+        chosen = Some(channel);
+        break;
+    }
+    let Some(channel) = chosen else {
+        tracing::info!(
+            user_id = user.id,
+            "code not issued: no channel may carry it"
+        );
+        return Ok(());
+    };
+    issue_code(state, user, channel).await?;
+    audit(state, "code_requested", Some(user.id), meta).await;
+    Ok(())
+}
+
+async fn issue_code(state: &AppState, user: &User, channel: Channel) -> Result<()> {
+    let to = match channel {
+        Channel::Sms => user.phone.clone().unwrap_or_default(),
+        Channel::Email => user.email.clone(),
     };
     let code = new_code();
     let ttl = state.settings.recovery.otp_ttl;
@@ -178,6 +231,7 @@ async fn issue_code(
             &NewCode {
                 user_id: user.id,
                 code_hash: &state.keys.code_hash(user.id, &code),
+                channel: channel.as_str(),
                 now,
                 expires_at: now + ttl.as_secs() as i64,
             },
@@ -194,10 +248,11 @@ async fn issue_code(
         channel = channel.as_str(),
         "recovery code issued"
     );
-    code_event("requested");
     Ok(())
 }
 
+/// Counts a code event. `requested` counts every accepted request and `rejected` every
+/// refused guess, account or not, so the counters cannot tell which identifiers exist.
 fn code_event(event: &'static str) {
     metrics::counter!("gatehouse_otp_codes_total", "event" => event).increment(1);
 }
@@ -247,7 +302,7 @@ struct ValidateResponse {
         (status = 200, description = "The code was right; here is the reset token, also as a cookie",
             body = ValidateResponse,
             headers(("Set-Cookie" = String,
-                description = "`reset_token=<token>; Path=/reset-password; [Secure; ]HttpOnly; \
+                description = "`__Secure-reset_token=<token>; Path=/reset-password; [Secure; ]HttpOnly; \
                     SameSite=Strict; Max-Age=<RESET_TOKEN_TTL>`")),
             links(
                 ("reset_password" = (
@@ -292,24 +347,63 @@ async fn validate_otp(
     )
     .await?;
 
+    let started = Instant::now();
+    let token = match redeem(&state, &identifier, &otp, &meta).await {
+        Ok(token) => token,
+        Err(ApiError::InvalidOtp) => {
+            code_event("rejected");
+            floor(&state, started).await;
+            return Err(ApiError::InvalidOtp);
+        }
+        Err(e) => return Err(e),
+    };
+    code_event("validated");
+    let ttl = state.settings.recovery.reset_token_ttl;
+    let cookie = set_cookie(
+        RESET_COOKIE,
+        &token,
+        "/reset-password",
+        ttl,
+        state.settings.cookie_secure,
+    );
+    Ok((
+        AppendHeaders([(SET_COOKIE, cookie)]),
+        Json(ValidateResponse {
+            message: "OTP verified. Proceed to reset password.",
+            reset_token: token,
+        }),
+    ))
+}
+
+/// Holds a refusal until RESPONSE_FLOOR after `started`: an unknown identifier is
+/// refused after one read, a known one with a live code after a write (the try it
+/// took), and the difference must not be measurable.
+async fn floor(state: &AppState, started: Instant) {
+    tokio::time::sleep_until(started + state.settings.recovery.response_floor).await;
+}
+
+/// Checks a guess and, when right, trades the code for a new reset token. Every refusal
+/// is `InvalidOtp`, whatever its reason.
+async fn redeem(
+    state: &AppState,
+    identifier: &Identifier,
+    otp: &OtpCode,
+    meta: &RequestMeta,
+) -> Result<String> {
     let now = now();
     let (user, code) = state
         .store
-        .find_user_with_live_code(&identifier, now)
+        .find_user_with_live_code(identifier, now)
         .await?
         .filter(|(u, _)| u.disabled_at.is_none())
         .ok_or(ApiError::InvalidOtp)?;
-    let Some(code) = code else {
-        // No live code: it expired, was used or cancelled, or none was asked for.
-        code_event("expired");
-        return Err(ApiError::InvalidOtp);
-    };
+    // No live code: it expired, was used or cancelled, or none was asked for.
+    let code = code.ok_or(ApiError::InvalidOtp)?;
     let max = state.settings.recovery.otp_max_attempts;
     // A dead code costs one read (the user and their code together) and no write: the
     // cheap path for guess floods. The conditional UPDATE below still decides,
     // atomically, for codes with tries left.
     if code.attempts >= max as i32 || !state.store.claim_attempt(code.id, now, max).await? {
-        code_event("exhausted");
         return Err(ApiError::InvalidOtp);
     }
     if !state
@@ -317,8 +411,7 @@ async fn validate_otp(
         .code_matches(user.id, otp.expose(), &code.code_hash)
     {
         tracing::info!(user_id = user.id, "wrong recovery code");
-        code_event("failed");
-        audit(&state, "code_failed", Some(user.id), &meta).await;
+        audit(state, "code_failed", Some(user.id), meta).await;
         return Err(ApiError::InvalidOtp);
     }
     let token = new_token();
@@ -339,22 +432,8 @@ async fn validate_otp(
         return Err(ApiError::InvalidOtp);
     }
     tracing::info!(user_id = user.id, "recovery code validated");
-    code_event("validated");
-    audit(&state, "code_validated", Some(user.id), &meta).await;
-    let cookie = set_cookie(
-        RESET_COOKIE,
-        &token,
-        "/reset-password",
-        ttl,
-        state.settings.cookie_secure,
-    );
-    Ok((
-        AppendHeaders([(SET_COOKIE, cookie)]),
-        Json(ValidateResponse {
-            message: "OTP verified. Proceed to reset password.",
-            reset_token: token,
-        }),
-    ))
+    audit(state, "code_validated", Some(user.id), meta).await;
+    Ok(token)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -399,7 +478,7 @@ const BAD_TOKEN: ApiError = ApiError::Unauthorized("Invalid or expired reset tok
         (status = 200, description = "The password was changed; every session was revoked",
             body = MessageBody,
             headers(("Set-Cookie" = String,
-                description = "`reset_token=; Path=/reset-password; [Secure; ]HttpOnly; \
+                description = "`__Secure-reset_token=; Path=/reset-password; [Secure; ]HttpOnly; \
                     SameSite=Strict; Max-Age=0`: the token cookie is cleared")),
             example = json!({"message": "Password reset successful"})),
         (status = 401, description = "No reset token, or it is invalid, expired or used",
@@ -419,7 +498,14 @@ async fn reset_password(
     let token = req
         .reset_token
         .filter(|t| !t.trim().is_empty())
-        .or_else(|| cookie(&headers, RESET_COOKIE))
+        .or_else(|| {
+            cookie(
+                &headers,
+                RESET_COOKIE,
+                "/reset-password",
+                state.settings.cookie_secure,
+            )
+        })
         .ok_or(NO_TOKEN)?;
     if !looks_like_token(token.trim()) {
         return Err(BAD_TOKEN);
@@ -433,16 +519,21 @@ async fn reset_password(
     )
     .await?;
 
+    let started = Instant::now();
     let now = now();
-    let user = state
+    let found = state
         .store
         .find_user(&identifier)
         .await?
-        .filter(|u| u.disabled_at.is_none())
-        .ok_or(BAD_TOKEN)?;
-    if !state.store.reset_token_live(user.id, &hash, now).await? {
+        .filter(|u| u.disabled_at.is_none());
+    let live = match &found {
+        Some(user) => state.store.live_reset_token(user.id, &hash, now).await?,
+        None => None,
+    };
+    let (Some(user), Some(live)) = (found, live) else {
+        floor(&state, started).await;
         return Err(BAD_TOKEN);
-    }
+    };
     let username = Username::parse(&user.username).ok();
     let email = Email::parse(&user.email).ok();
     let password = NewPassword::parse(
@@ -458,25 +549,34 @@ async fn reset_password(
         .await
         .map_err(ApiError::internal)?;
 
-    let notice = Message {
-        channel: Channel::Email,
-        to: user.email.clone(),
-        subject: "Your password was changed".into(),
-        body: format!(
-            "The password of your account {} was just reset, and every session was signed out.\n\n\
-             If this was not you, recover your account now and contact support.",
-            user.username
-        ),
+    // The channel the token's code went out on is now proven; proving the email drops a
+    // phone nobody proved (the store does it, in the reset's transaction).
+    let proven = match live.channel.as_deref() {
+        Some("email") => Some(Channel::Email),
+        Some("sms") => Some(Channel::Sms),
+        _ => None,
     };
-    let sealed = seal(&state, &notice)?;
-    let outbox = NewOutbox {
-        channel: Channel::Email.as_str(),
-        payload: &sealed,
-        now,
-    };
+    let proofs = Proofs::from_names(&state.store.proven_channels(user.id).await?);
+    let phone_dropped = proven == Some(Channel::Email) && user.phone.is_some() && !proofs.sms;
+    let notices = reset_notices(&state, &user, proven, phone_dropped).await?;
+    let outbox: Vec<NewOutbox<'_>> = notices
+        .iter()
+        .map(|(channel, payload)| NewOutbox {
+            channel: channel.as_str(),
+            payload,
+            now,
+        })
+        .collect();
     if !state
         .store
-        .reset_password(user.id, &hash, &new_hash, now, Some(&outbox))
+        .reset_password(
+            user.id,
+            &hash,
+            &new_hash,
+            now,
+            proven.map(Channel::as_str),
+            &outbox,
+        )
         .await?
     {
         return Err(BAD_TOKEN);
@@ -485,6 +585,9 @@ async fn reset_password(
     tracing::info!(user_id = user.id, "password reset; all sessions revoked");
     audit(&state, "password_reset", Some(user.id), &meta).await;
     audit(&state, "sessions_revoked", Some(user.id), &meta).await;
+    if phone_dropped {
+        audit(&state, "unproven_phone_removed", Some(user.id), &meta).await;
+    }
     let clear = set_cookie(
         RESET_COOKIE,
         "",
@@ -498,4 +601,58 @@ async fn reset_password(
             message: "Password reset successful",
         }),
     ))
+}
+
+/// "Your password was changed", sealed for the outbox: to the email always, and by SMS to
+/// a phone that stays on the account, within the SMS policy — every address that can
+/// still reach the account hears of it.
+async fn reset_notices(
+    state: &AppState,
+    user: &User,
+    proven: Option<Channel>,
+    phone_dropped: bool,
+) -> Result<Vec<(Channel, String)>> {
+    let how = match proven {
+        Some(Channel::Sms) => "with a code sent to your phone",
+        Some(Channel::Email) => "with a code sent to this email address",
+        None => "with a one-time code",
+    };
+    let dropped = if phone_dropped {
+        "\n\nThe phone number on the account had never been confirmed, so it was removed: \
+         only this email address can recover the account now."
+    } else {
+        ""
+    };
+    let email = Message {
+        channel: Channel::Email,
+        to: user.email.clone(),
+        subject: "Your password was changed".into(),
+        body: format!(
+            "The password of your account {} was just reset {how}, and every session was \
+             signed out.{dropped}\n\n\
+             If this was not you, recover your account now and contact support.",
+            user.username
+        ),
+    };
+    let mut notices = vec![(Channel::Email, seal(state, &email)?)];
+    let kept_phone = user.phone.as_deref().filter(|_| !phone_dropped);
+    if let Some(phone) = kept_phone {
+        if sms_policy::take(&state.settings.sms_policy, &*state.limiter, phone)
+            .await
+            .is_ok()
+        {
+            let sms = Message {
+                channel: Channel::Sms,
+                to: phone.to_owned(),
+                subject: String::new(),
+                body: format!(
+                    "The password of your account {} was just reset. If this was not you, \
+                     recover your account now.",
+                    user.username
+                ),
+            };
+            notices.push((Channel::Sms, seal(state, &sms)?));
+        }
+    }
+    Ok(notices)
 }

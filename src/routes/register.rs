@@ -87,6 +87,14 @@ async fn register(
         None | Some("") => None,
         Some(p) => Some(Phone::parse(p)?),
     };
+    if let Some(phone) = &phone {
+        if !crate::notify::sms_policy::country_allowed(&state.settings.sms_policy, phone.as_str()) {
+            return Err(crate::error::ApiError::invalid(
+                "phone",
+                "numbers in this country are not accepted",
+            ));
+        }
+    }
     let password = NewPassword::parse("password", req.password, Some(&username), Some(&email))?
         .into_password();
     limit(

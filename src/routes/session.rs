@@ -81,7 +81,7 @@ async fn me(session: AuthSession) -> Json<Me> {
         (status = 200, description = "Logged out; the `session` cookie is cleared",
             body = MessageBody,
             headers(("Set-Cookie" = String,
-                description = "`session=; Path=/; [Secure; ]HttpOnly; SameSite=Strict; Max-Age=0`")),
+                description = "`__Host-session=; Path=/; [Secure; ]HttpOnly; SameSite=Strict; Max-Age=0`")),
             example = json!({"message": "Logged out"})),
         (status = 401, description = "No session, or it has expired or was revoked",
             body = ErrorBody,

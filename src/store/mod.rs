@@ -283,8 +283,66 @@ pub(crate) fn answers_by_number(
 pub struct NewCode<'a> {
     pub user_id: UserId,
     pub code_hash: &'a str,
+    /// The channel the code goes out on (`email` or `sms`): a reset through it proves
+    /// that address.
+    pub channel: &'a str,
     pub now: i64,
     pub expires_at: i64,
+}
+
+/// A live reset token, as `/reset-password` checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveResetToken {
+    /// The channel its code went out on; `None` for tokens from before channels were kept.
+    pub channel: Option<String>,
+}
+
+/// Statements that are the same on every backend but for placeholders, written once with
+/// `?` (PostgreSQL takes them through `numbered`). The proof rules live here, so each
+/// backend runs the same ones inside its own transaction.
+pub(crate) mod shared {
+    pub const INSERT_CODE: &str = "INSERT INTO otp_codes \
+        (user_id, code_hash, created_at, expires_at, channel) VALUES (?, ?, ?, ?, ?)";
+    /// The token inherits the channel of the code it was redeemed with.
+    pub const INSERT_TOKEN: &str = "INSERT INTO reset_tokens \
+        (user_id, token_hash, created_at, expires_at, channel) \
+        SELECT ?, ?, ?, ?, channel FROM otp_codes WHERE id = ?";
+    pub const LIVE_TOKEN: &str = "SELECT channel FROM reset_tokens \
+        WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?";
+    /// Binds: user id, channel.
+    pub const FORGET_PROOF: &str = "DELETE FROM proven_channels WHERE user_id = ? AND channel = ?";
+    /// Binds: channel, channel, now, user id, channel. The address proven is the one the
+    /// user has now (there is no phone proof without a phone).
+    pub const RECORD_PROOF: &str = "INSERT INTO proven_channels \
+        (user_id, channel, address, proven_at) \
+        SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users \
+        WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)";
+    /// Binds: user id. Whoever proved the email takes sole control: a phone number nobody
+    /// proved (an attacker's, registered beside the victim's email) is no longer a way in.
+    pub const DROP_UNPROVEN_PHONE: &str = "UPDATE users SET phone = NULL \
+        WHERE id = ? AND phone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM proven_channels p \
+        WHERE p.user_id = users.id AND p.channel = 'sms' AND p.address = users.phone)";
+    /// Binds: user id. Proofs of an address the user no longer has do not count.
+    pub const PROVEN: &str = "SELECT p.channel FROM proven_channels p \
+        JOIN users u ON u.id = p.user_id WHERE p.user_id = ? \
+        AND p.address = CASE WHEN p.channel = 'sms' THEN u.phone ELSE u.email_norm END \
+        ORDER BY p.channel";
+
+    /// `sql` with each `?` replaced by `$1`, `$2`, … in order, for PostgreSQL.
+    pub fn numbered(sql: &str) -> String {
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
 }
 
 pub struct NewResetToken<'a> {
@@ -358,26 +416,33 @@ pub trait Store: Send + Sync + 'static {
     /// code was already used (so a right code is redeemed exactly once).
     async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool>;
 
-    /// Whether the user has this unused, unexpired reset token (a cheap read, so that a
-    /// bad token is refused before any password is hashed).
-    async fn reset_token_live(
+    /// The user's unused, unexpired reset token with this hash, if any (a cheap read, so
+    /// that a bad token is refused before any password is hashed), with the channel its
+    /// code went out on.
+    async fn live_reset_token(
         &self,
         user_id: UserId,
         token_hash: &str,
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<LiveResetToken>>;
 
     /// In one transaction: consumes the user's reset token, sets the new hash, kills every
-    /// other code and reset token of the user, revokes all their sessions and queues the
-    /// notice. False (and nothing written) when the token is not live or not theirs.
+    /// other code and reset token of the user, revokes all their sessions, records the
+    /// proof of `proven` (the channel the token's code went out on; an email proof also
+    /// drops a phone that was never proven) and queues the notices. False (and nothing
+    /// written) when the token is not live or not theirs.
     async fn reset_password(
         &self,
         user_id: UserId,
         token_hash: &str,
         new_hash: &str,
         now: i64,
-        notice: Option<&NewOutbox<'_>>,
+        proven: Option<&str>,
+        notices: &[NewOutbox<'_>],
     ) -> StoreResult<bool>;
+
+    /// The channels (`email`, `sms`) the user has proven for the address they have now.
+    async fn proven_channels(&self, user_id: UserId) -> StoreResult<Vec<String>>;
 
     /// Claims the oldest due message until `locked_until`; no two callers get the same.
     async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>>;

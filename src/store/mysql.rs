@@ -37,9 +37,10 @@ use sqlx::{Connection, Executor, MySql, MySqlConnection, MySqlPool, QueryBuilder
 
 use super::hot::{BatchRead, Batched, HotConnections};
 use super::{
-    answers_by_number, lookup_column, lookup_index, AuditEvent, AuditRecord, ImportUser, LiveCode,
-    NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store,
-    StoreError, StoreResult, StoreStats, User, UserCodeRow, UserId, LOOKUP_COLUMNS,
+    answers_by_number, lookup_column, lookup_index, shared, AuditEvent, AuditRecord, ImportUser,
+    LiveCode, LiveResetToken, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem,
+    SessionRow, Store, StoreError, StoreResult, StoreStats, User, UserCodeRow, UserId,
+    LOOKUP_COLUMNS,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -328,16 +329,14 @@ impl Store for MySqlStore {
                 .bind(code.user_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at)
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(code.user_id)
-            .bind(code.code_hash)
-            .bind(code.now)
-            .bind(code.expires_at)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(shared::INSERT_CODE)
+                .bind(code.user_id)
+                .bind(code.code_hash)
+                .bind(code.now)
+                .bind(code.expires_at)
+                .bind(code.channel)
+                .execute(&mut *tx)
+                .await?;
             enqueue(&mut tx, message).await?;
             tx.commit().await
         })
@@ -401,38 +400,33 @@ impl Store for MySqlStore {
                 tx.rollback().await?;
                 return Ok(false);
             }
-            sqlx::query(
-                "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at)
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(token.user_id)
-            .bind(token.token_hash)
-            .bind(token.now)
-            .bind(token.expires_at)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(shared::INSERT_TOKEN)
+                .bind(token.user_id)
+                .bind(token.token_hash)
+                .bind(token.now)
+                .bind(token.expires_at)
+                .bind(code_id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(true)
         })
         .await
     }
 
-    async fn reset_token_live(
+    async fn live_reset_token(
         &self,
         user_id: UserId,
         token_hash: &str,
         now: i64,
-    ) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM reset_tokens
-             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
+    ) -> StoreResult<Option<LiveResetToken>> {
+        let found: Option<Option<String>> = sqlx::query_scalar(shared::LIVE_TOKEN)
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.map(|channel| LiveResetToken { channel }))
     }
 
     async fn reset_password(
@@ -441,7 +435,8 @@ impl Store for MySqlStore {
         token_hash: &str,
         new_hash: &str,
         now: i64,
-        notice: Option<&NewOutbox<'_>>,
+        proven: Option<&str>,
+        notices: &[NewOutbox<'_>],
     ) -> StoreResult<bool> {
         retry_on_deadlock(move || async move {
             let mut tx = self.pool.begin().await?;
@@ -484,13 +479,41 @@ impl Store for MySqlStore {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-            if let Some(message) = notice {
+            if let Some(channel) = proven {
+                sqlx::query(shared::FORGET_PROOF)
+                    .bind(user_id)
+                    .bind(channel)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(shared::RECORD_PROOF)
+                    .bind(channel)
+                    .bind(channel)
+                    .bind(now)
+                    .bind(user_id)
+                    .bind(channel)
+                    .execute(&mut *tx)
+                    .await?;
+                if channel == "email" {
+                    sqlx::query(shared::DROP_UNPROVEN_PHONE)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for message in notices {
                 enqueue(&mut tx, message).await?;
             }
             tx.commit().await?;
             Ok(true)
         })
         .await
+    }
+
+    async fn proven_channels(&self, user_id: UserId) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(shared::PROVEN)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {

@@ -18,9 +18,10 @@ use sqlx::{PgConnection, PgPool};
 
 use super::hot::{BatchRead, Batched, HotConnections};
 use super::{
-    answers_by_number, lookup_column, lookup_index, AuditEvent, AuditRecord, ImportUser, LiveCode,
-    NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store,
-    StoreError, StoreResult, StoreStats, User, UserCodeRow, UserId, LOOKUP_COLUMNS,
+    answers_by_number, lookup_column, lookup_index, shared, AuditEvent, AuditRecord, ImportUser,
+    LiveCode, LiveResetToken, NewCode, NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem,
+    SessionRow, Store, StoreError, StoreResult, StoreStats, User, UserCodeRow, UserId,
+    LOOKUP_COLUMNS,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -270,15 +271,14 @@ impl Store for PostgresStore {
             .bind(code.user_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(code.user_id)
-        .bind(code.code_hash)
-        .bind(code.now)
-        .bind(code.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&SQL.insert_code)
+            .bind(code.user_id)
+            .bind(code.code_hash)
+            .bind(code.now)
+            .bind(code.expires_at)
+            .bind(code.channel)
+            .execute(&mut *tx)
+            .await?;
         enqueue(&mut tx, message).await?;
         tx.commit().await?;
         Ok(())
@@ -337,35 +337,31 @@ impl Store for PostgresStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token.user_id)
-        .bind(token.token_hash)
-        .bind(token.now)
-        .bind(token.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&SQL.insert_token)
+            .bind(token.user_id)
+            .bind(token.token_hash)
+            .bind(token.now)
+            .bind(token.expires_at)
+            .bind(code_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    async fn reset_token_live(
+    async fn live_reset_token(
         &self,
         user_id: UserId,
         token_hash: &str,
         now: i64,
-    ) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM reset_tokens
-             WHERE token_hash = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
+    ) -> StoreResult<Option<LiveResetToken>> {
+        let found: Option<Option<String>> = sqlx::query_scalar(&SQL.live_token)
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.map(|channel| LiveResetToken { channel }))
     }
 
     async fn reset_password(
@@ -374,7 +370,8 @@ impl Store for PostgresStore {
         token_hash: &str,
         new_hash: &str,
         now: i64,
-        notice: Option<&NewOutbox<'_>>,
+        proven: Option<&str>,
+        notices: &[NewOutbox<'_>],
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         // Consuming the token first, conditionally, makes it the gate: of two resets with
@@ -416,11 +413,39 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        if let Some(message) = notice {
+        if let Some(channel) = proven {
+            sqlx::query(&SQL.forget_proof)
+                .bind(user_id)
+                .bind(channel)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&SQL.record_proof)
+                .bind(channel)
+                .bind(channel)
+                .bind(now)
+                .bind(user_id)
+                .bind(channel)
+                .execute(&mut *tx)
+                .await?;
+            if channel == "email" {
+                sqlx::query(&SQL.drop_unproven_phone)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for message in notices {
             enqueue(&mut tx, message).await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn proven_channels(&self, user_id: UserId) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(&SQL.proven)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {
@@ -695,3 +720,25 @@ async fn enqueue(
     .await?;
     Ok(())
 }
+
+/// The shared statements (`super::shared`) with PostgreSQL's numbered placeholders, built
+/// once.
+struct Statements {
+    insert_code: String,
+    insert_token: String,
+    live_token: String,
+    forget_proof: String,
+    record_proof: String,
+    drop_unproven_phone: String,
+    proven: String,
+}
+
+static SQL: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| Statements {
+    insert_code: shared::numbered(shared::INSERT_CODE),
+    insert_token: shared::numbered(shared::INSERT_TOKEN),
+    live_token: shared::numbered(shared::LIVE_TOKEN),
+    forget_proof: shared::numbered(shared::FORGET_PROOF),
+    record_proof: shared::numbered(shared::RECORD_PROOF),
+    drop_unproven_phone: shared::numbered(shared::DROP_UNPROVEN_PHONE),
+    proven: shared::numbered(shared::PROVEN),
+});

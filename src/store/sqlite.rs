@@ -15,8 +15,9 @@ use sqlx::SqlitePool;
 
 use super::sqlite_inline::InlineReaders;
 use super::{
-    AuditEvent, AuditRecord, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession,
-    NewUser, OutboxItem, Store, StoreError, StoreResult, StoreStats, User, UserId,
+    shared, AuditEvent, AuditRecord, ImportUser, LiveCode, LiveResetToken, NewCode, NewOutbox,
+    NewResetToken, NewSession, NewUser, OutboxItem, Store, StoreError, StoreResult, StoreStats,
+    User, UserId,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
@@ -183,15 +184,14 @@ impl Store for SqliteStore {
             .bind(code.user_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(code.user_id)
-        .bind(code.code_hash)
-        .bind(code.now)
-        .bind(code.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(shared::INSERT_CODE)
+            .bind(code.user_id)
+            .bind(code.code_hash)
+            .bind(code.now)
+            .bind(code.expires_at)
+            .bind(code.channel)
+            .execute(&mut *tx)
+            .await?;
         enqueue(&mut tx, message).await?;
         tx.commit().await?;
         Ok(())
@@ -243,35 +243,31 @@ impl Store for SqliteStore {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(token.user_id)
-        .bind(token.token_hash)
-        .bind(token.now)
-        .bind(token.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(shared::INSERT_TOKEN)
+            .bind(token.user_id)
+            .bind(token.token_hash)
+            .bind(token.now)
+            .bind(token.expires_at)
+            .bind(code_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    async fn reset_token_live(
+    async fn live_reset_token(
         &self,
         user_id: UserId,
         token_hash: &str,
         now: i64,
-    ) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM reset_tokens
-             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(found.is_some())
+    ) -> StoreResult<Option<LiveResetToken>> {
+        let found: Option<Option<String>> = sqlx::query_scalar(shared::LIVE_TOKEN)
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(found.map(|channel| LiveResetToken { channel }))
     }
 
     async fn reset_password(
@@ -280,7 +276,8 @@ impl Store for SqliteStore {
         token_hash: &str,
         new_hash: &str,
         now: i64,
-        notice: Option<&NewOutbox<'_>>,
+        proven: Option<&str>,
+        notices: &[NewOutbox<'_>],
     ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
         let consumed = sqlx::query(
@@ -294,14 +291,43 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if consumed.rows_affected() != 1 {
+            tx.rollback().await?;
             return Ok(false);
         }
         set_hash_and_revoke(&mut tx, user_id, new_hash, now).await?;
-        if let Some(message) = notice {
+        if let Some(channel) = proven {
+            sqlx::query(shared::FORGET_PROOF)
+                .bind(user_id)
+                .bind(channel)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(shared::RECORD_PROOF)
+                .bind(channel)
+                .bind(channel)
+                .bind(now)
+                .bind(user_id)
+                .bind(channel)
+                .execute(&mut *tx)
+                .await?;
+            if channel == "email" {
+                sqlx::query(shared::DROP_UNPROVEN_PHONE)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for message in notices {
             enqueue(&mut tx, message).await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn proven_channels(&self, user_id: UserId) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(shared::PROVEN)
+            .bind(user_id)
+            .fetch_all(&self.read)
+            .await?)
     }
 
     async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {

@@ -30,6 +30,8 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const POLL: Duration = Duration::from_millis(20);
 const LISTENING_MARKER: &str = "listening on http://";
+/// The operations listener's line (`ADMIN_LISTEN_ADDR`: `/metrics`, the detailed `/readyz`).
+const OPERATIONS_MARKER: &str = "operations endpoints (/metrics, /readyz) on http://";
 
 // ---------------------------------------------------------------------------------------
 // Background runtime for the mocks
@@ -797,7 +799,7 @@ pub fn cookie_value(resp: &reqwest::Response, name: &str) -> Option<String> {
 
 /// The value of the `session` cookie the response sets, if any.
 pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
-    cookie_value(resp, "session")
+    cookie_value(resp, "session").or_else(|| cookie_value(resp, "__Host-session"))
 }
 
 /// Status and body. An empty body is `Value::Null`; a body that is not JSON comes back
@@ -851,7 +853,7 @@ fn tail(s: &str, max: usize) -> &str {
 // The server under test
 // ---------------------------------------------------------------------------------------
 
-const RATE_LIMIT_VARS: [&str; 10] = [
+const RATE_LIMIT_VARS: [&str; 13] = [
     "RATE_FORGOT_PER_ACCOUNT",
     "RATE_FORGOT_PER_IP",
     "RATE_CODES_PER_ACCOUNT",
@@ -862,6 +864,9 @@ const RATE_LIMIT_VARS: [&str; 10] = [
     "RATE_LOGIN_PER_IP",
     "RATE_REGISTER_PER_IP",
     "RATE_RESET_PER_IP",
+    "SMS_BUDGET_PER_HOUR",
+    "SMS_BUDGET_PER_DAY",
+    "SMS_BUDGET_PER_PREFIX",
 ];
 
 /// Variables passed through from the test's own environment; everything else is cleared
@@ -879,6 +884,8 @@ const PASSTHROUGH_VARS: [&str; 5] = [
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub addr: String,
+    /// `http://127.0.0.1:PORT` of the operations listener, when it is on.
+    pub admin_addr: Option<String>,
     /// No cookie store, no redirects followed, no proxy, 30 s timeout.
     pub client: reqwest::Client,
     pub smtp: SmtpSink,
@@ -923,6 +930,7 @@ impl TestApp {
 
         let mut env: Vec<(String, String)> = vec![
             ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+            ("ADMIN_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
             ("DATABASE_URL".into(), database.url.clone()),
             ("COOKIE_SECURE".into(), "false".into()),
             ("ARGON2_MEMORY_KIB".into(), "1024".into()),
@@ -959,6 +967,7 @@ impl TestApp {
 
         let mut app = TestApp {
             addr: String::new(),
+            admin_addr: None,
             client,
             smtp,
             twilio,
@@ -1009,12 +1018,19 @@ impl TestApp {
 
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            let found = {
+            let (found, admin) = {
                 let logs = lock(&self.logs);
-                parse_listening(&logs[start..])
+                (
+                    parse_after(&logs[start..], LISTENING_MARKER),
+                    parse_after(&logs[start..], OPERATIONS_MARKER),
+                )
             };
-            if let Some(addr) = found {
+            let admin_off = self
+                .env_value("ADMIN_LISTEN_ADDR")
+                .is_none_or(|v| v.eq_ignore_ascii_case("off") || v.is_empty());
+            if let Some(addr) = found.filter(|_| admin.is_some() || admin_off) {
                 self.addr = format!("http://{addr}");
+                self.admin_addr = admin.map(|a| format!("http://{a}"));
                 return Ok(());
             }
             if let Some(status) = self.try_wait() {
@@ -1170,6 +1186,19 @@ impl TestApp {
     // ----- HTTP -----
 
     /// The absolute URL for `path` (which starts with `/`).
+    /// GET `path` on the operations listener (`/metrics`, the detailed `/readyz`).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        let base = self
+            .admin_addr
+            .as_deref()
+            .expect("the operations listener is on (ADMIN_LISTEN_ADDR)");
+        self.client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} on the operations listener: {e}"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.addr, path)
     }
@@ -1308,8 +1337,8 @@ impl Drop for TestApp {
 }
 
 /// Finds `listening on http://ADDR` and returns ADDR (host and port).
-fn parse_listening(logs: &str) -> Option<String> {
-    let at = logs.find(LISTENING_MARKER)? + LISTENING_MARKER.len();
+fn parse_after(logs: &str, marker: &str) -> Option<String> {
+    let at = logs.find(marker)? + marker.len();
     let addr: String = logs[at..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']' | '-'))

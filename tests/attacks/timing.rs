@@ -1,0 +1,155 @@
+//! Timing attacks: whether how long an answer takes tells an identifier with an account
+//! from one without. Each test takes interleaved samples of both, with a pause between
+//! requests so that work one request leaves behind cannot slow the next, and compares the
+//! medians. Bounded: a fixed number of samples per test.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{extract_code, TestApp, DELIVERY_TIMEOUT};
+
+const PASSWORD: &str = "correct horse battery";
+const SAMPLES: usize = 40;
+/// Largest difference between the medians that counts as noise. The leaks this catches
+/// were 1.4 to 6.7 ms on the server databases (one commit).
+const TOLERANCE: Duration = Duration::from_micros(1000);
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs `known(i)` and `unknown(i)` alternately, `SAMPLES` times each, and asserts their
+/// medians are within `TOLERANCE`.
+async fn compare<K, U, FK, FU>(what: &str, known: K, unknown: U)
+where
+    K: Fn(usize) -> FK,
+    U: Fn(usize) -> FU,
+    FK: std::future::Future<Output = u16>,
+    FU: std::future::Future<Output = u16>,
+{
+    let (mut k, mut u) = (Vec::new(), Vec::new());
+    for i in 0..SAMPLES + 5 {
+        let order = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_known in order {
+            let start = Instant::now();
+            let status = if is_known {
+                known(i).await
+            } else {
+                unknown(i).await
+            };
+            let took = start.elapsed();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            // The first rounds warm connections and caches.
+            if i >= 5 {
+                if is_known {
+                    k.push((took, status));
+                } else {
+                    u.push((took, status));
+                }
+            }
+        }
+    }
+    let statuses = |v: &[(Duration, u16)]| {
+        let mut s: Vec<u16> = v.iter().map(|x| x.1).collect();
+        s.dedup();
+        s
+    };
+    assert_eq!(statuses(&k), statuses(&u), "{what}: statuses differ");
+    let mk = median(k.iter().map(|x| x.0).collect());
+    let mu = median(u.iter().map(|x| x.0).collect());
+    let diff = mk.abs_diff(mu);
+    assert!(
+        diff <= TOLERANCE,
+        "{what}: median {mk:?} with an account, {mu:?} without ({diff:?} apart)"
+    );
+}
+
+#[tokio::test]
+async fn forgot_password_takes_as_long_for_an_account_as_for_none() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.register("alice", "alice@example.com", None, PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    compare(
+        "/forgot-password",
+        |_| async { app.forgot("alice@example.com").await.status().as_u16() },
+        |i| {
+            let who = format!("nobody{i}@example.com");
+            let app = &app;
+            async move { app.forgot(&who).await.status().as_u16() }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_code_takes_as_long_for_an_account_with_a_live_code_as_for_none() {
+    let app = TestApp::spawn_with(&[("OTP_MAX_ATTEMPTS", "1000")]).await;
+    assert_eq!(
+        app.register("alice", "alice@example.com", None, PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(app.forgot("alice@example.com").await.status(), 200);
+    let mail = app
+        .smtp
+        .wait_for("alice@example.com", 1, DELIVERY_TIMEOUT)
+        .await;
+    let code = extract_code(&mail[0].text());
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    compare(
+        "/validate-otp",
+        |_| async {
+            app.validate("alice@example.com", wrong)
+                .await
+                .status()
+                .as_u16()
+        },
+        |i| {
+            let who = format!("nobody{i}@example.com");
+            let app = &app;
+            async move { app.validate(&who, wrong).await.status().as_u16() }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_reset_token_takes_as_long_for_an_account_as_for_none() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.register("alice", "alice@example.com", None, PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    let token = "A".repeat(43);
+    compare(
+        "/reset-password",
+        |_| async {
+            app.reset("alice@example.com", "a brand new passphrase", Some(&token))
+                .await
+                .status()
+                .as_u16()
+        },
+        |i| {
+            let who = format!("nobody{i}@example.com");
+            let (app, token) = (&app, &token);
+            async move {
+                app.reset(&who, "a brand new passphrase", Some(token))
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        },
+    )
+    .await;
+}
