@@ -8,10 +8,11 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::auth::lookup;
 use crate::auth::password::PasswordHasher;
 use crate::cli::{AuditArgs, UserAction, UserCommand};
 use crate::config::Settings;
-use crate::domain::{Email, Identifier, NewPassword, Username};
+use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
 use crate::state::now;
 use crate::store::{self, AuditEvent, Store, User};
 
@@ -63,8 +64,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 async fn find(store: &Arc<dyn Store>, raw: &str) -> Result<User, Box<dyn std::error::Error>> {
     let identifier = Identifier::parse(raw).map_err(|e| fail(e.to_string()))?;
-    store
-        .find_user(&identifier)
+    lookup::find_user(&**store, &identifier)
         .await?
         .ok_or_else(|| fail(format!("no user matches `{raw}`")))
 }
@@ -173,11 +173,17 @@ pub async fn user(cmd: UserCommand) -> CliResult {
             let u = find(&store, &identifier).await?;
             let password = read_password()?;
             let username = Username::parse(&u.username).ok();
-            let email = Email::parse(&u.email).ok();
-            let password =
-                NewPassword::parse("password", password, username.as_ref(), email.as_ref())
-                    .map_err(|e| fail(e.to_string()))?
-                    .into_password();
+            let email = Email::parse_lookup(&u.email).ok();
+            let phone = u.phone.as_deref().and_then(|p| Phone::parse(p).ok());
+            let password = NewPassword::parse(
+                "password",
+                password,
+                username.as_ref(),
+                email.as_ref(),
+                phone.as_ref(),
+            )
+            .map_err(|e| fail(e.to_string()))?
+            .into_password();
             let hasher = PasswordHasher::new(&hashing)?;
             let hash = hasher.hash(&password).await?;
             store.set_password_hash(u.id, &hash, now()).await?;

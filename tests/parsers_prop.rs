@@ -171,13 +171,25 @@ fn check_email(raw: &str) -> Option<Email> {
     assert!(!e.as_str().chars().any(char::is_control), "{e:?}");
     assert!(!e.as_str().chars().any(char::is_whitespace), "{e:?}");
     assert_eq!(nfkc(e.as_str()), e.as_str(), "display is NFKC: {e:?}");
-    assert_eq!(e.key().to_lowercase(), e.key(), "key is lower-case: {e:?}");
     assert_eq!(nfkc(e.key()), e.key(), "key is NFKC: {e:?}");
-    assert_eq!(
-        e.key(),
-        nfkc(e.as_str()).to_lowercase(),
-        "key is the folded display: {e:?}"
+    let (local, domain) = e.key().rsplit_once('@').expect("the key has an '@'");
+    assert!(
+        domain.is_ascii() && domain.to_lowercase() == domain,
+        "the key's domain is lower-case ASCII (IDNA): {e:?}"
     );
+    assert!(!local.starts_with('"'), "no quoted local part: {e:?}");
+    // The legacy key (of rows stored before the current normalisation) is the folded
+    // display, and is given only when it differs.
+    match e.legacy() {
+        Some(old) => {
+            assert_eq!(old.key(), nfkc(e.as_str()).to_lowercase(), "{e:?}");
+            assert_ne!(old.key(), e.key(), "{e:?}");
+            assert_eq!(old.as_str(), e.as_str());
+        }
+        None => assert_eq!(e.key(), nfkc(e.as_str()).to_lowercase(), "{e:?}"),
+    }
+    // An accepted address is also found by lookups, under the same keys.
+    assert_eq!(Email::parse_lookup(raw).as_ref(), Ok(&e), "{raw:?}");
     for s in [e.as_str(), raw] {
         match Identifier::parse(s) {
             Ok(Identifier::Email(v)) => assert_eq!(v.key(), e.key(), "{s:?}"),
@@ -211,7 +223,13 @@ fn check_identifier(raw: &str) {
     // Each kind agrees with its own parser.
     match &id {
         Identifier::Username(u) => assert_eq!(Username::parse(raw).as_ref(), Ok(u)),
-        Identifier::Email(e) => assert_eq!(Email::parse(raw).as_ref(), Ok(e)),
+        Identifier::Email(e) => {
+            assert_eq!(Email::parse_lookup(raw).as_ref(), Ok(e));
+            // What registration accepts, lookups key the same way.
+            if let Ok(new) = Email::parse(raw) {
+                assert_eq!(&new, e, "{raw:?}");
+            }
+        }
         Identifier::Phone(p) => assert_eq!(Phone::parse(raw).as_ref(), Ok(p)),
     }
     // The key is canonical: parsing it again gives the same kind and key. (Lower-casing
@@ -242,12 +260,16 @@ fn check_passwords(raw: &str) {
     }
     let user = Username::parse("alice").expect("a username");
     let email = Email::parse("alice@example.com").expect("an email");
-    for (u, e) in [(None, None), (Some(&user), Some(&email))] {
-        if let Ok(p) = NewPassword::parse("new_password", raw.to_owned(), u, e) {
+    let phone = Phone::parse("+14155550101").expect("a phone");
+    for (u, e, ph) in [
+        (None, None, None),
+        (Some(&user), Some(&email), Some(&phone)),
+    ] {
+        if let Ok(p) = NewPassword::parse("new_password", raw.to_owned(), u, e, ph) {
             let p = p.into_password();
             assert_eq!(p.expose(), raw, "nothing is trimmed or truncated");
             assert!((8..=256).contains(&raw.chars().count()));
-            let again = NewPassword::parse("new_password", p.expose().to_owned(), u, e)
+            let again = NewPassword::parse("new_password", p.expose().to_owned(), u, e, ph)
                 .expect("an accepted new password re-parses");
             assert_eq!(again.into_password().expose(), raw);
             // Any acceptable new password is also acceptable at login.
@@ -392,4 +414,15 @@ fn known_look_alikes_share_a_key() {
             .as_deref(),
         Ok("admin@example.com")
     );
+    // One mailbox, however it is spelled: full case folding of the local part, IDNA for
+    // the domain.
+    for (a, b) in [
+        ("STRASSE@example.com", "straße@example.com"),
+        ("ΣΟΦΙΑΣ@example.com", "σοφιας@example.com"),
+        ("user@bücher.example", "user@xn--bcher-kva.example"),
+        ("USER@BÜCHER.EXAMPLE", "user@xn--bcher-kva.example"),
+    ] {
+        assert_eq!(ekey(a), ekey(b), "{a} {b}");
+        assert!(ekey(a).is_ok(), "{a}");
+    }
 }

@@ -1,7 +1,8 @@
-//! Authentication mechanics: password hashing, server keys, opaque tokens and codes, and
-//! the session extractor.
+//! Authentication mechanics: password hashing, server keys, opaque tokens and codes, the
+//! session extractor, and finding a user by identifier.
 
 pub mod keys;
+pub mod lookup;
 pub mod ownership;
 pub mod password;
 pub mod session;

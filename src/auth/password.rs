@@ -1,6 +1,13 @@
 //! Password hashing: argon2id for everything new, bcrypt verification for hashes imported
 //! from the seed, and rehash-on-login for anything weaker than configured.
 //!
+//! New hashes are computed over the password in Unicode NFKC (`Password::normalised`), and
+//! say so: their PHC string carries argon2's associated data `data=bmZrYw` (`nfkc`, see
+//! `NORMALISED`). Hashes without it — argon2id made before passwords were normalised, and
+//! the seed's bcrypt — were computed over the password as typed, are verified that way,
+//! and are replaced by a normalised hash on the next successful login. Verifying reads the
+//! marker first and hashes once either way, so a check costs what it did before.
+//!
 //! Hashing is the one deliberately expensive thing the server does. It runs on a small
 //! pool of dedicated threads, one per core by default (`HASH_CONCURRENCY`), never on the
 //! async workers; requests wait for it as futures, not as threads. The pool's threads run
@@ -18,12 +25,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use argon2::password_hash::{Ident, Output, PasswordHash, SaltString};
-use argon2::{Algorithm, Argon2, Block, Params, Version};
+use argon2::{Algorithm, Argon2, AssociatedData, Block, Params, ParamsBuilder, Version};
 use rand::rngs::OsRng;
 use tokio::sync::oneshot;
+use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroizing;
 
 use crate::config::HashSettings;
 use crate::domain::Password;
+
+/// argon2's associated data on every hash computed over the NFKC form of a password: the
+/// marker that tells such a hash from one computed over the password as typed. Associated
+/// data, unlike a prefix of our own, is part of the standard PHC string (`data=…`) that the
+/// argon2 crate reads and writes, and is bound into the hash: stripping or adding the
+/// marker breaks the hash rather than changing how the password is read.
+const NORMALISED: &[u8] = b"nfkc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -39,7 +55,8 @@ pub enum HashError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
     pub ok: bool,
-    /// The stored hash is bcrypt or weaker argon2 than configured: store a new one.
+    /// The stored hash is bcrypt, weaker argon2 than configured, or computed over the
+    /// password as typed rather than normalised: store a new one.
     pub needs_rehash: bool,
 }
 
@@ -62,13 +79,14 @@ type Job = Box<dyn FnOnce(&Inner, &mut Blocks) + Send>;
 
 impl PasswordHasher {
     pub fn new(settings: &HashSettings) -> Result<Self, HashError> {
-        let params = Params::new(
-            settings.argon2_memory_kib,
-            settings.argon2_iterations,
-            settings.argon2_parallelism,
-            None,
-        )
-        .map_err(|e| HashError::Argon2(e.to_string()))?;
+        let argon2 = |e: argon2::Error| HashError::Argon2(e.to_string());
+        let params = ParamsBuilder::new()
+            .m_cost(settings.argon2_memory_kib)
+            .t_cost(settings.argon2_iterations)
+            .p_cost(settings.argon2_parallelism)
+            .data(AssociatedData::new(NORMALISED).map_err(argon2)?)
+            .build()
+            .map_err(argon2)?;
         let threads = match settings.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -97,10 +115,10 @@ impl PasswordHasher {
         self.threads
     }
 
-    /// An argon2id PHC string for a new password.
+    /// An argon2id PHC string for a new password, over its NFKC form.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let password = password.clone();
-        self.run(move |inner, blocks| inner.hash(password.expose(), blocks))
+        self.run(move |inner, blocks| inner.hash(&password.normalised(), blocks))
             .await?
     }
 
@@ -115,7 +133,7 @@ impl PasswordHasher {
         let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
         let password = password.clone();
         let verdict = self
-            .run(move |inner, blocks| inner.verify(password.expose(), &stored, blocks))
+            .run(move |inner, blocks| inner.verify(&password, &stored, blocks))
             .await?;
         Ok(Verified {
             ok: verdict.ok && exists,
@@ -127,7 +145,8 @@ impl PasswordHasher {
     /// (same parameters, a working block reused across calls): what `gatehouse hash-bench`
     /// times.
     pub fn hash_blocking(&self, password: &str, blocks: &mut Blocks) -> Result<String, HashError> {
-        self.inner.hash(password, blocks)
+        let normalised = Zeroizing::new(password.nfkc().collect::<String>());
+        self.inner.hash(&normalised, blocks)
     }
 
     async fn run<T: Send + 'static>(
@@ -220,6 +239,8 @@ impl Inner {
         .map_err(|e| HashError::Argon2(e.to_string()))
     }
 
+    /// A hash of `password`, already in NFKC, under the configured parameters (which carry
+    /// the `NORMALISED` marker).
     fn hash(&self, password: &str, buf: &mut Blocks) -> Result<String, HashError> {
         let salt = SaltString::generate(&mut OsRng);
         let mut salt_bytes = [0u8; 64];
@@ -254,10 +275,11 @@ impl Inner {
         Ok(phc.to_string())
     }
 
-    fn verify(&self, password: &str, stored: &str, buf: &mut Blocks) -> Verified {
+    fn verify(&self, password: &Password, stored: &str, buf: &mut Blocks) -> Verified {
         if stored.starts_with("$2") {
-            // The seed's bcrypt hashes: correct ones always move to argon2id.
-            let ok = bcrypt::verify(password, stored).unwrap_or(false);
+            // The seed's bcrypt hashes, over the password as typed: correct ones always
+            // move to argon2id.
+            let ok = bcrypt::verify(password.expose(), stored).unwrap_or(false);
             return Verified {
                 ok,
                 needs_rehash: true,
@@ -269,14 +291,24 @@ impl Inner {
                 needs_rehash: false,
             };
         };
-        let ok = self.verify_argon2(password, &phc, buf).unwrap_or(false);
-        let weaker = match Params::try_from(&phc) {
-            Ok(p) => {
+        let params = Params::try_from(&phc).ok();
+        // The marker decides which form of the password this hash is over; either way it
+        // is one hash.
+        let normalised = params.as_ref().is_some_and(|p| p.data() == NORMALISED);
+        let ok = if normalised {
+            self.verify_argon2(&password.normalised(), &phc, buf)
+        } else {
+            self.verify_argon2(password.expose(), &phc, buf)
+        }
+        .unwrap_or(false);
+        let weaker = match params {
+            Some(p) => {
                 phc.algorithm != Ident::new_unwrap("argon2id")
                     || p.m_cost() < self.params.m_cost()
                     || p.t_cost() < self.params.t_cost()
+                    || !normalised
             }
-            Err(_) => true,
+            None => true,
         };
         Verified {
             ok,
@@ -341,7 +373,10 @@ mod tests {
     async fn hashes_are_standard_argon2id_phc_strings() {
         let h = hasher(1024, 1);
         let hash = h.hash(&pw("correct horse battery")).await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1,data=bmZrYw$"),
+            "{hash}"
+        );
         // Any argon2 implementation can verify it.
         let parsed = PasswordHash::new(&hash).unwrap();
         assert!(Argon2::default()
@@ -363,6 +398,93 @@ mod tests {
             .await
             .unwrap();
         assert!(!v.ok);
+    }
+
+    #[tokio::test]
+    async fn composed_and_decomposed_spellings_are_one_password() {
+        let h = hasher(1024, 1);
+        let nfc = "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e";
+        let nfd = "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e";
+        let hash = h.hash(&pw(nfc)).await.unwrap();
+        for typed in [nfc, nfd] {
+            let v = h.verify(&pw(typed), Some(&hash)).await.unwrap();
+            assert_eq!(
+                v,
+                Verified {
+                    ok: true,
+                    needs_rehash: false
+                },
+                "{typed:?}"
+            );
+        }
+        // Compatibility forms too: full-width letters are their ASCII letters.
+        let hash = h.hash(&pw("plain ascii words")).await.unwrap();
+        let wide = "\u{ff50}lain ascii words";
+        assert!(h.verify(&pw(wide), Some(&hash)).await.unwrap().ok);
+    }
+
+    /// An argon2id hash as this server made them before passwords were normalised: over
+    /// the bytes as typed, without the marker.
+    fn unmarked_hash(password: &str) -> String {
+        use argon2::PasswordHasher as _;
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn unmarked_argon2_verifies_as_typed_and_asks_for_rehash() {
+        let h = hasher(1024, 1);
+        let nfd = "cafe\u{301} au lait";
+        let legacy = unmarked_hash(nfd);
+        assert!(!legacy.contains("data="), "{legacy}");
+        let v = h.verify(&pw(nfd), Some(&legacy)).await.unwrap();
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: true
+            }
+        );
+        // It was computed over the NFD bytes: the NFC spelling is another password to it,
+        // until the rehash.
+        assert!(
+            !h.verify(&pw("caf\u{e9} au lait"), Some(&legacy))
+                .await
+                .unwrap()
+                .ok
+        );
+        let rehashed = h.hash(&pw(nfd)).await.unwrap();
+        let v = h
+            .verify(&pw("caf\u{e9} au lait"), Some(&rehashed))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_marker_is_bound_into_the_hash() {
+        let h = hasher(1024, 1);
+        let hash = h.hash(&pw("some password")).await.unwrap();
+        let stripped = hash.replace(",data=bmZrYw", "");
+        assert!(
+            !h.verify(&pw("some password"), Some(&stripped))
+                .await
+                .unwrap()
+                .ok
+        );
     }
 
     #[tokio::test]

@@ -24,7 +24,9 @@ impl Identifier {
         // (so "(+44) 20 7946 0958" is a phone here as it is at registration).
         let shape: String = raw.nfkc().collect();
         if shape.contains('@') {
-            Email::parse(raw).map(Identifier::Email).map_err(relabel)
+            Email::parse_lookup(raw)
+                .map(Identifier::Email)
+                .map_err(relabel)
         } else if shape
             .trim_start_matches([' ', '-', '.', '(', ')'])
             .starts_with('+')
@@ -47,6 +49,15 @@ impl Identifier {
             Identifier::Email(e) => e.key(),
             Identifier::Phone(p) => p.as_str(),
             Identifier::Username(u) => u.key(),
+        }
+    }
+
+    /// The same identifier keyed as earlier versions stored it, when that differs: an
+    /// email with non-ASCII characters (see `Email::legacy`). A lookup tries it too.
+    pub fn legacy(&self) -> Option<Identifier> {
+        match self {
+            Identifier::Email(e) => e.legacy().map(Identifier::Email),
+            Identifier::Phone(_) | Identifier::Username(_) => None,
         }
     }
 }
@@ -88,6 +99,18 @@ mod tests {
         );
         // A full-width '+' is no more a phone here than at registration.
         assert!(Identifier::parse("＋442079460958").is_err());
+    }
+
+    #[test]
+    fn only_non_ascii_emails_have_a_legacy_key() {
+        for plain in ["user@example.com", "+1234567890", "user123"] {
+            assert_eq!(Identifier::parse(plain).unwrap().legacy(), None, "{plain}");
+        }
+        let id = Identifier::parse("Straße@Bücher.example").unwrap();
+        assert_eq!(id.key(), "strasse@xn--bcher-kva.example");
+        assert_eq!(id.legacy().unwrap().key(), "straße@bücher.example");
+        // Addresses only new accounts may not have are still looked up.
+        assert!(Identifier::parse("\"quoted\"@example.com").is_ok());
     }
 
     #[test]

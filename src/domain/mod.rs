@@ -16,6 +16,7 @@ pub use password::{NewPassword, Password};
 pub use phone::Phone;
 pub use username::Username;
 
+use caseless::Caseless;
 use unicode_normalization::UnicodeNormalization;
 
 /// Why a field was refused: which field, and a reason a person can act on.
@@ -35,10 +36,25 @@ impl ParseError {
     }
 }
 
-/// NFKC then lower case: the form in which uniqueness is decided, so that `Admin`,
-/// `ADMIN` and the full-width `ａｄｍｉｎ` are one name.
+/// NFKC then lower case: the form in which a username's uniqueness is decided, so that
+/// `Admin`, `ADMIN` and the full-width `ａｄｍｉｎ` are one name (usernames are ASCII once
+/// in NFKC, so this is full case folding for them). It was also the email key before
+/// `Email`'s own normalisation, and still computes the legacy key of old rows.
 pub(crate) fn fold(s: &str) -> String {
     s.nfkc().collect::<String>().to_lowercase()
+}
+
+/// Unicode's compatibility caseless form (The Unicode Standard, §3.13, D146:
+/// NFKD(fold(NFKD(fold(NFD(s)))))), recomposed to NFKC so that most text keeps its
+/// usual spelling. Unlike `to_lowercase` it is full case folding: `ß` and `SS`, `ς`, `σ`
+/// and `Σ` each come out the same.
+pub(crate) fn caseless(s: &str) -> String {
+    s.nfd()
+        .default_case_fold()
+        .nfkd()
+        .default_case_fold()
+        .nfkc()
+        .collect()
 }
 
 /// Refuses control characters (NUL, newlines, …) that have no place in any of our fields

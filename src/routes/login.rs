@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, audit_record, limit, MessageBody};
+use crate::auth::lookup;
 use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::auth::token::{new_token, token_hash};
 use crate::domain::{Identifier, Password};
@@ -92,7 +93,7 @@ async fn login(
     )
     .await?;
 
-    let found = state.store.find_user(&identifier).await?;
+    let found = lookup::find_user(&*state.store, &identifier).await?;
     let known_id = found.as_ref().map(|u| u.id);
     let user = found.filter(|u| u.disabled_at.is_none());
     let verdict = state

@@ -22,10 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, limit, MessageBody};
+use crate::auth::lookup;
 use crate::auth::ownership::{recovery_channels, Proofs};
 use crate::auth::session::{cookie, set_cookie, RESET_COOKIE};
 use crate::auth::token::{looks_like_token, new_code, new_token, token_hash};
-use crate::domain::{Email, Identifier, NewPassword, OtpCode, ParseError, Username};
+use crate::domain::{Email, Identifier, NewPassword, OtpCode, ParseError, Phone, Username};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::notify::sms_policy;
@@ -132,7 +133,7 @@ async fn forgot_password(
         .acquire_owned()
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    let user = state.store.find_user(&identifier).await?;
+    let user = lookup::find_user(&*state.store, &identifier).await?;
     if let Some(user) = user.filter(|u| u.disabled_at.is_none()) {
         // What only an existing account costs (the cap check, the proofs read, the SMS
         // budget, the code's transaction, the audit row) happens after the answer, so the
@@ -391,9 +392,7 @@ async fn redeem(
     meta: &RequestMeta,
 ) -> Result<String> {
     let now = now();
-    let (user, code) = state
-        .store
-        .find_user_with_live_code(identifier, now)
+    let (user, code) = lookup::find_user_with_live_code(&*state.store, identifier, now)
         .await?
         .filter(|(u, _)| u.disabled_at.is_none())
         .ok_or(ApiError::InvalidOtp)?;
@@ -446,8 +445,11 @@ struct ResetRequest {
     /// Any identifier of the account the token was issued for.
     #[schema(min_length = 1)]
     identifier: String,
-    /// 8 to 256 characters, all of which count; not one of the 10,000 most common
-    /// passwords, and not the username or email. Checked once the token is.
+    /// 8 to 256 characters, all of which count (compared in Unicode NFKC); not one of the
+    /// 10,000 most common passwords, not mostly one repeated character, and not built from
+    /// `gatehouse` or the account's username, email or phone (in any case, reversed, with
+    /// look-alike digits, or with digits and symbols added around it). Checked once the
+    /// token is.
     #[schema(min_length = 8, max_length = 256)]
     new_password: String,
     /// Also accepted from the `reset_token` cookie set by /validate-otp.
@@ -521,9 +523,7 @@ async fn reset_password(
 
     let started = Instant::now();
     let now = now();
-    let found = state
-        .store
-        .find_user(&identifier)
+    let found = lookup::find_user(&*state.store, &identifier)
         .await?
         .filter(|u| u.disabled_at.is_none());
     let live = match &found {
@@ -535,12 +535,14 @@ async fn reset_password(
         return Err(BAD_TOKEN);
     };
     let username = Username::parse(&user.username).ok();
-    let email = Email::parse(&user.email).ok();
+    let email = Email::parse_lookup(&user.email).ok();
+    let phone = user.phone.as_deref().and_then(|p| Phone::parse(p).ok());
     let password = NewPassword::parse(
         "new_password",
         req.new_password,
         username.as_ref(),
         email.as_ref(),
+        phone.as_ref(),
     )?
     .into_password();
     let new_hash = state

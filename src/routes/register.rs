@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, limit, MessageBody};
-use crate::domain::{Email, NewPassword, Phone, Username};
-use crate::error::{ErrorBody, Result};
+use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
+use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::state::{now, AppState};
 use crate::store::NewUser;
@@ -31,15 +31,20 @@ struct RegisterRequest {
     #[schema(min_length = 1)]
     username: String,
     /// A syntactically valid address with a dotted domain, at most 254 bytes after NFKC;
-    /// unique ignoring case.
+    /// no quoted local part, and no mixing of look-alike alphabets (Latin with Cyrillic …)
+    /// in the local part or within a domain label. Unique as a mailbox: the local part
+    /// ignoring case (full Unicode case folding: `ß` = `ss`), the domain in its IDNA ASCII
+    /// form (`bücher.example` = `xn--bcher-kva.example`).
     #[schema(min_length = 1)]
     email: String,
     /// Optional: the seed required it, we do not. E.164: `+` and 8 to 15 digits, not
     /// starting with 0; spaces, dashes, dots and brackets are dropped. Unique. Empty or
     /// null means none.
     phone: Option<String>,
-    /// 8 to 256 characters, all of which count; not one of the 10,000 most common
-    /// passwords, and not the username or email.
+    /// 8 to 256 characters, all of which count (compared in Unicode NFKC); not one of the
+    /// 10,000 most common passwords, not mostly one repeated character, and not built from
+    /// `gatehouse`, the username, email or phone (in any case, reversed, with look-alike
+    /// digits, or with digits and symbols added around it).
     #[schema(min_length = 8, max_length = 256)]
     password: String,
 }
@@ -89,14 +94,20 @@ async fn register(
     };
     if let Some(phone) = &phone {
         if !crate::notify::sms_policy::country_allowed(&state.settings.sms_policy, phone.as_str()) {
-            return Err(crate::error::ApiError::invalid(
+            return Err(ApiError::invalid(
                 "phone",
                 "numbers in this country are not accepted",
             ));
         }
     }
-    let password = NewPassword::parse("password", req.password, Some(&username), Some(&email))?
-        .into_password();
+    let password = NewPassword::parse(
+        "password",
+        req.password,
+        Some(&username),
+        Some(&email),
+        phone.as_ref(),
+    )?
+    .into_password();
     limit(
         &state,
         &state.settings.limits.register_per_ip,
@@ -105,11 +116,24 @@ async fn register(
     )
     .await?;
 
+    // The unique index sees only today's key; an account stored under the key earlier
+    // versions used for this address (see `crate::auth::lookup`) holds it too. Such rows
+    // are never written any more, so checking before inserting cannot race.
+    if let Some(legacy) = email.legacy() {
+        if state
+            .store
+            .find_user(&Identifier::Email(legacy))
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::UserExists);
+        }
+    }
     let hash = state
         .hasher
         .hash(&password)
         .await
-        .map_err(crate::error::ApiError::internal)?;
+        .map_err(ApiError::internal)?;
     let user_id = state
         .store
         .create_user(&NewUser {

@@ -1,0 +1,40 @@
+//! Finding a user by identifier under both email keys: the one `Email` computes today and
+//! the one earlier versions stored (see `crate::domain::Email`).
+//!
+//! Why here and not in the store: the legacy key is a domain rule, and the three store
+//! backends stay one query per lookup, unchanged. Rows stored before the current email
+//! normalisation keep their old `email_norm`; for the rare identifier whose two keys differ
+//! (an email with non-ASCII characters) both are looked up — always both, so that the time
+//! a lookup takes does not depend on which key matched or whether any did — and a match on
+//! today's key wins. Every other identifier costs one lookup, as before.
+//!
+//! The gap this leaves: an old row stored as `straße@…` is found by `straße@…` but not by
+//! `STRASSE@…`, and a new account may register `strasse@…` beside it (whose key the old row
+//! does not hold). Closing it takes rewriting the old rows' `email_norm` in Rust, once.
+
+use crate::domain::Identifier;
+use crate::store::{LiveCode, Store, StoreResult, User};
+
+/// `Store::find_user` under today's key, then the legacy one.
+pub async fn find_user(store: &dyn Store, identifier: &Identifier) -> StoreResult<Option<User>> {
+    let current = store.find_user(identifier).await?;
+    let Some(legacy) = identifier.legacy() else {
+        return Ok(current);
+    };
+    let old = store.find_user(&legacy).await?;
+    Ok(current.or(old))
+}
+
+/// `Store::find_user_with_live_code` under today's key, then the legacy one.
+pub async fn find_user_with_live_code(
+    store: &dyn Store,
+    identifier: &Identifier,
+    now: i64,
+) -> StoreResult<Option<(User, Option<LiveCode>)>> {
+    let current = store.find_user_with_live_code(identifier, now).await?;
+    let Some(legacy) = identifier.legacy() else {
+        return Ok(current);
+    };
+    let old = store.find_user_with_live_code(&legacy, now).await?;
+    Ok(current.or(old))
+}
