@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod domain;
 pub mod error;
 pub mod extract;
