@@ -18,6 +18,7 @@ pub mod import;
 pub mod limit;
 pub mod metrics;
 pub mod notify;
+pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
@@ -42,6 +42,7 @@ use crate::limit::memory::MemoryLimiter;
 use crate::limit::redis::RedisLimiter;
 use crate::limit::RateLimiter;
 use crate::notify::outbox::OutboxWorker;
+use crate::request_id::REQUEST_ID;
 use crate::state::{now, AppState};
 use crate::store::{self, StoreError};
 
@@ -62,8 +63,6 @@ pub struct Application {
     state: AppState,
     worker: OutboxWorker,
 }
-
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
@@ -279,8 +278,8 @@ fn serve_connection(
     });
 }
 
-/// The router with every middleware: request ids, tracing, timeout, panic guard, body
-/// limit and security headers. A plain function so tests can drive it without a socket.
+/// The router with every middleware: request ids (a client's, if well formed), tracing,
+/// timeout, panic guard, body limit and security headers. A plain function so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
     let timeout = state.settings.request_timeout;
     let hsts = state.settings.cookie_secure.then(|| {
@@ -290,6 +289,7 @@ pub fn app(state: AppState) -> Router {
         )
     });
     let middleware = ServiceBuilder::new()
+        .map_request(crate::request_id::drop_malformed)
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::TestApp;
+use reqwest::header::HeaderValue;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -312,4 +313,97 @@ async fn a_trusted_proxy_is_not_held_to_the_per_ip_cap() {
         assert_eq!(healthz_on(&mut s).await, Some(200), "connection {i}");
         held.push(s);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Request ids
+// ---------------------------------------------------------------------------------------
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// GET /healthz with these X-Request-Id header values; returns the ids echoed.
+async fn echoed_ids(app: &TestApp, ids: &[HeaderValue]) -> Vec<String> {
+    let mut req = app.request(reqwest::Method::GET, "/healthz");
+    for id in ids {
+        req = req.header("x-request-id", id.clone());
+    }
+    let resp = app.send(req, "GET /healthz").await;
+    assert_eq!(resp.status(), 200);
+    resp.headers()
+        .get_all("x-request-id")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_forged_request_id_is_replaced_not_echoed() {
+    let app = TestApp::spawn().await;
+    let huge = format!("FORGED{}", "A".repeat(60_000));
+    let forged: Vec<(&str, Vec<HeaderValue>)> = vec![
+        ("60 KB", vec![HeaderValue::from_str(&huge).unwrap()]),
+        (
+            "log fields",
+            vec![HeaderValue::from_static(
+                "FORGED\" level=ERROR user_id=1 msg=\"password reset for admin",
+            )],
+        ),
+        ("a space", vec![HeaderValue::from_static("FORGED 1")]),
+        (
+            "non-ASCII",
+            vec![HeaderValue::from_bytes("FORGED-caf\u{e9}".as_bytes()).unwrap()],
+        ),
+        (
+            "65 characters",
+            vec![HeaderValue::from_str(&format!("FORGED{}", "a".repeat(59))).unwrap()],
+        ),
+        (
+            "two of them",
+            vec![
+                HeaderValue::from_static("FORGED-one"),
+                HeaderValue::from_static("FORGED-two"),
+            ],
+        ),
+    ];
+    for (what, ids) in &forged {
+        let echoed = echoed_ids(&app, ids).await;
+        assert_eq!(echoed.len(), 1, "{what}: {echoed:?}");
+        let id = &echoed[0];
+        assert!(is_uuid(id), "{what}: echoed {:?}", &id[..id.len().min(80)]);
+        // The request was logged under the id that was minted for it.
+        app.wait_for_log(&format!("request_id={id}"), Duration::from_secs(5))
+            .await;
+    }
+    let logs = app.logs();
+    if let Some(line) = logs.lines().find(|l| l.contains("FORGED")) {
+        panic!(
+            "a forged id reached the logs: {}",
+            line.chars().take(300).collect::<String>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_well_formed_request_id_is_kept() {
+    let app = TestApp::spawn().await;
+    for id in [
+        "0f8fad5b-d9cb-469f-a165-70867728950e",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "svc.web_01-abc",
+        &"x".repeat(64),
+    ] {
+        let echoed = echoed_ids(&app, &[HeaderValue::from_str(id).unwrap()]).await;
+        assert_eq!(echoed, [id.to_owned()]);
+        app.wait_for_log(&format!("request_id={id}"), Duration::from_secs(5))
+            .await;
+    }
+    // No id at all: one is minted.
+    let minted = echoed_ids(&app, &[]).await;
+    assert!(minted.len() == 1 && is_uuid(&minted[0]), "{minted:?}");
 }
