@@ -128,6 +128,18 @@ pub struct Settings {
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = cidr)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Per-IP rate limits and the per-IP connection cap count an IPv6 client by this many
+    /// leading bits of its address (32 to 128): one subscriber usually holds a whole /64,
+    /// so counting single addresses would hand out 2^64 budgets. IPv4 counts by address.
+    #[arg(long, env = "RATE_LIMIT_IPV6_PREFIX", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(32..=128))]
+    pub rate_limit_ipv6_prefix: u8,
+
+    /// Most open connections from one client address (IPv6: one RATE_LIMIT_IPV6_PREFIX
+    /// network); more are refused at once. Peers in TRUSTED_PROXIES are exempt. 0 = no cap.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub max_connections_per_ip: usize,
+
     /// How long audit events are kept before the periodic purge deletes them.
     #[arg(long, env = "AUDIT_RETENTION", default_value = "90days", value_parser = duration)]
     pub audit_retention: Duration,

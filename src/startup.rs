@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use ipnet::IpNet;
 use rand::RngCore;
 use secrecy::ExposeSecret;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,12 +35,14 @@ use tracing::Level;
 use crate::auth::keys::Keys;
 use crate::auth::password::{HashError, PasswordHasher};
 use crate::config::Settings;
+use crate::connections::{PerIpConnections, PerIpPermit};
 use crate::error::ApiError;
-use crate::extract::BODY_LIMIT;
+use crate::extract::{client_network, BODY_LIMIT};
 use crate::limit::memory::MemoryLimiter;
 use crate::limit::redis::RedisLimiter;
 use crate::limit::RateLimiter;
 use crate::notify::outbox::OutboxWorker;
+use crate::request_id::REQUEST_ID;
 use crate::state::{now, AppState};
 use crate::store::{self, StoreError};
 
@@ -62,8 +65,6 @@ pub struct Application {
     state: AppState,
     worker: OutboxWorker,
 }
-
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
@@ -170,6 +171,7 @@ impl Application {
 
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let open_per_ip = Arc::new(PerIpConnections::default());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
@@ -185,11 +187,23 @@ impl Application {
                     };
                     let Ok(permit) = connections.clone().try_acquire_owned() else {
                         // Over MAX_CONNECTIONS: refuse at once rather than queue.
-                        metrics::counter!("gatehouse_connections_refused_total").increment(1);
-                        drop(stream);
+                        refuse(stream, "max_connections");
                         continue;
                     };
-                    serve_connection(stream, peer, router.clone(), &settings, &graceful, permit);
+                    let ip_permit = match per_ip_network(&settings, peer) {
+                        Some(network) => {
+                            let cap = settings.max_connections_per_ip;
+                            let Some(ip_permit) = open_per_ip.try_acquire(network, cap) else {
+                                // Over MAX_CONNECTIONS_PER_IP: this client has enough.
+                                refuse(stream, "max_connections_per_ip");
+                                continue;
+                            };
+                            Some(ip_permit)
+                        }
+                        None => None,
+                    };
+                    let permits = (permit, ip_permit);
+                    serve_connection(stream, peer, router.clone(), &settings, &graceful, permits);
                 }
                 _ = &mut shutdown => break,
             }
@@ -239,6 +253,23 @@ async fn serve_operations(listener: TcpListener, state: AppState, mut stop: watc
     }
 }
 
+/// Closes a connection refused at accept, counting why.
+fn refuse(stream: TcpStream, reason: &'static str) {
+    metrics::counter!("gatehouse_connections_refused_total", "reason" => reason).increment(1);
+    drop(stream);
+}
+
+/// The network a peer's connections count against for MAX_CONNECTIONS_PER_IP, or `None`
+/// when they are not capped: no cap is set, or the peer is a trusted proxy, through which
+/// every client arrives. IPv4 peers of a dual-stack listener (`::ffff:a.b.c.d`) count as
+/// their IPv4 address.
+fn per_ip_network(settings: &Settings, peer: SocketAddr) -> Option<IpNet> {
+    let ip = peer.ip().to_canonical();
+    let trusted = settings.trusted_proxies.iter().any(|net| net.contains(&ip));
+    (settings.max_connections_per_ip > 0 && !trusted)
+        .then(|| client_network(ip, settings.rate_limit_ipv6_prefix))
+}
+
 /// Serves one accepted connection (HTTP/1.1 or HTTP/2) on its own task. Headers must
 /// arrive within HEADER_READ_TIMEOUT — also the longest a kept-alive connection may sit
 /// idle — so slow or idle clients cannot hold connections open; the request itself is
@@ -249,7 +280,7 @@ fn serve_connection(
     router: Router,
     settings: &Settings,
     graceful: &GracefulShutdown,
-    permit: OwnedSemaphorePermit,
+    permits: (OwnedSemaphorePermit, Option<PerIpPermit>),
 ) {
     let service = router.map_request(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -279,15 +310,15 @@ fn serve_connection(
         .into_owned();
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
-        let _permit = permit;
+        let _permits = permits;
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     });
 }
 
-/// The router with every middleware: request ids, tracing, timeout, panic guard, body
-/// limit and security headers. A plain function so tests can drive it without a socket.
+/// The router with every middleware: request ids (a client's, if well formed), tracing,
+/// timeout, panic guard, body limit and security headers. A plain function so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
     let timeout = state.settings.request_timeout;
     let hsts = state.settings.cookie_secure.then(|| {
@@ -297,6 +328,7 @@ pub fn app(state: AppState) -> Router {
         )
     });
     let middleware = ServiceBuilder::new()
+        .map_request(crate::request_id::drop_malformed)
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()

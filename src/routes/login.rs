@@ -77,13 +77,7 @@ async fn login(
     let password = Password::parse("password", req.password)?;
     let limits = &state.settings.limits;
     let account = identifier.key();
-    limit(
-        &state,
-        &limits.login_per_ip,
-        "login:ip",
-        &meta.ip.to_string(),
-    )
-    .await?;
+    limit(&state, &limits.login_per_ip, "login:ip", &meta.ip_key).await?;
     limit(&state, &limits.login_per_account, "login:account", account).await?;
     limit(
         &state,

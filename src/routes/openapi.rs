@@ -40,7 +40,8 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
             recovery by one-time code over email or SMS.\n\n\
             Every request body is JSON (`Content-Type: application/json`, at most 16 KiB). \
             Every error is `{\"error\": \"…\"}`, naming the field when one is at fault. \
-            Every response carries an `X-Request-Id` (the client's, if it sent one). \
+            Every response carries an `X-Request-Id` (the client's, if it sent one that \
+            is 1-64 of `A-Z a-z 0-9 . _ -`; otherwise a new UUID). \
             An unknown path answers 404 and a known path with another method 405, both \
             with the same error body. A 500 body never shows internals.",
         license(name = "MIT"),
@@ -110,8 +111,8 @@ impl Modify for CommonHeaders {
         let header = HeaderBuilder::new()
             .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
             .description(Some(
-                "The request's id: the client's `X-Request-Id` if it sent one, otherwise a \
-                 new UUID. Logs carry the same id.",
+                "The request's id: the client's `X-Request-Id` if it sent one that is 1-64 \
+                 of `A-Z a-z 0-9 . _ -`, otherwise a new UUID. Logs carry the same id.",
             ))
             .build();
         for item in openapi.paths.paths.values_mut() {

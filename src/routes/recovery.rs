@@ -111,13 +111,7 @@ async fn forgot_password(
         Some(_) => Err(ParseError::new("channel", "must be \"email\" or \"sms\""))?,
     };
     let limits = &state.settings.limits;
-    limit(
-        &state,
-        &limits.forgot_per_ip,
-        "forgot:ip",
-        &meta.ip.to_string(),
-    )
-    .await?;
+    limit(&state, &limits.forgot_per_ip, "forgot:ip", &meta.ip_key).await?;
     limit(
         &state,
         &limits.forgot_per_account,
@@ -333,13 +327,7 @@ async fn validate_otp(
     let identifier = Identifier::parse(&req.identifier)?;
     let otp = OtpCode::parse(&req.otp)?;
     let limits = &state.settings.limits;
-    limit(
-        &state,
-        &limits.validate_per_ip,
-        "validate:ip",
-        &meta.ip.to_string(),
-    )
-    .await?;
+    limit(&state, &limits.validate_per_ip, "validate:ip", &meta.ip_key).await?;
     limit(
         &state,
         &limits.validate_per_account,
@@ -517,7 +505,7 @@ async fn reset_password(
         &state,
         &state.settings.limits.reset_per_ip,
         "reset:ip",
-        &meta.ip.to_string(),
+        &meta.ip_key,
     )
     .await?;
 

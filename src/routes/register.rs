@@ -112,7 +112,7 @@ async fn register(
         &state,
         &state.settings.limits.register_per_ip,
         "register:ip",
-        &meta.ip.to_string(),
+        &meta.ip_key,
     )
     .await?;
 
