@@ -17,6 +17,7 @@ pub mod import;
 pub mod limit;
 pub mod metrics;
 pub mod notify;
+pub mod private_file;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -3,5 +3,6 @@
 
 pub mod keys;
 pub mod password;
+pub mod secret;
 pub mod session;
 pub mod token;
