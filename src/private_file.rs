@@ -158,13 +158,18 @@ mod tests {
             let err = read(&path).unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, FileError::Exposed { mode, .. } if mode == exposed));
-            assert!(text.contains(&format!("chmod 600 {}", path.display())), "{text}");
+            assert!(
+                text.contains(&format!("chmod 600 {}", path.display())),
+                "{text}"
+            );
             assert!(text.contains(&format!("{exposed:03o}")), "{text}");
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(read(&path).unwrap().as_deref(), Some("secret"));
         assert!(read(&dir.path().join("missing")).unwrap().is_none());
         let again = write_new(&path, "other").unwrap_err();
-        assert!(matches!(again, FileError::Io { ref source, .. } if source.kind() == ErrorKind::AlreadyExists));
+        assert!(
+            matches!(again, FileError::Io { ref source, .. } if source.kind() == ErrorKind::AlreadyExists)
+        );
     }
 }

@@ -182,7 +182,9 @@ async fn the_sqlite_database_holds_no_server_secret() {
             file.display()
         );
     }
-    assert!(app.logs().contains("moved the server secret out of the database"));
+    assert!(app
+        .logs()
+        .contains("moved the server secret out of the database"));
     // A code issued before the move still validates: the secret is the same one.
     let (status, body) = json(app.validate(&email, &code).await).await;
     assert_eq!(status, 200, "{body}");
@@ -241,7 +243,13 @@ async fn an_active_session_survives_an_idle_timeout_under_a_minute() {
 
 /// SQL keywords as statements start; none belongs in a log at info or warn.
 fn assert_no_sql(logs: &str) {
-    for keyword in ["SELECT ", "INSERT INTO", "UPDATE ", "DELETE FROM", "slow statement"] {
+    for keyword in [
+        "SELECT ",
+        "INSERT INTO",
+        "UPDATE ",
+        "DELETE FROM",
+        "slow statement",
+    ] {
         assert!(!logs.contains(keyword), "`{keyword}` in the log:\n{logs}");
     }
 }
