@@ -62,36 +62,39 @@ pub fn create_if_missing(path: &Path) -> Result<bool, FileError> {
 /// Fails when `path` exists and its group or other users have any access to it. A
 /// missing file passes: whoever creates it creates it private.
 pub fn check(path: &Path) -> Result<(), FileError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => check_mode(path, &meta),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+fn check_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), FileError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        match std::fs::metadata(path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(FileError::Exposed {
-                        path: path.to_owned(),
-                        mode,
-                    });
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io(path)(e)),
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(FileError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
         }
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = (path, meta);
     Ok(())
 }
 
-/// The contents of `path` once `check` passes, or `None` when there is no such file.
+/// The contents of `path` if its mode passes `check` (taken from the open file, so it is
+/// the mode of what is read), or `None` when there is no such file.
 pub fn read(path: &Path) -> Result<Option<String>, FileError> {
-    check(path)?;
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(path)(e)),
     };
+    check_mode(path, &file.metadata().map_err(io(path))?)?;
     let mut contents = String::new();
     file.read_to_string(&mut contents).map_err(io(path))?;
     Ok(Some(contents))

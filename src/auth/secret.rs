@@ -28,13 +28,7 @@ pub async fn load(settings: &Settings, store: &dyn Store) -> Result<SecretString
     if let Some(key) = &settings.secret_key {
         return Ok(key.clone());
     }
-    let url = settings.database.database_url.as_str();
-    let is_sqlite = url.starts_with("sqlite:");
-    let key_file = match &settings.secret_key_file {
-        Some(path) => Some(path.clone()),
-        None if is_sqlite => sqlite::database_path(url).map(|db| beside(&db)),
-        None => None,
-    };
+    let (key_file, is_sqlite) = key_file(settings);
     match key_file {
         Some(path) => from_file(&path, store, is_sqlite).await,
         // An in-memory SQLite database: the secret lives exactly as long as the data.
@@ -50,6 +44,42 @@ pub async fn load(settings: &Settings, store: &dyn Store) -> Result<SecretString
             Ok(SecretString::from(secret))
         }
     }
+}
+
+/// Where `load` would take the secret from, checked without creating or changing
+/// anything: what `check-config` reports.
+pub fn describe(settings: &Settings) -> Result<String, String> {
+    if settings.secret_key.is_some() {
+        return Ok("from SECRET_KEY".into());
+    }
+    let (key_file, is_sqlite) = key_file(settings);
+    match key_file {
+        Some(path) => match private_file::read(&path).map_err(|e| e.to_string())? {
+            Some(contents) => parse(&path, &contents)
+                .map(|_| format!("from {}", path.display()))
+                .map_err(|e| e.to_string()),
+            None if is_sqlite => Ok(format!(
+                "{} does not exist yet; it will be generated at start",
+                path.display()
+            )),
+            None => Err(format!("SECRET_KEY_FILE {} does not exist", path.display())),
+        },
+        None if is_sqlite => Ok("in-memory database: generated at each start".into()),
+        None => Ok("stored in the database (set SECRET_KEY or SECRET_KEY_FILE instead)".into()),
+    }
+}
+
+/// The key file (SECRET_KEY_FILE, else SQLite's default beside an on-disk database), and
+/// whether the database is SQLite.
+fn key_file(settings: &Settings) -> (Option<PathBuf>, bool) {
+    let url = settings.database.database_url.as_str();
+    let is_sqlite = url.starts_with("sqlite:");
+    let path = match &settings.secret_key_file {
+        Some(path) => Some(path.clone()),
+        None if is_sqlite => sqlite::database_path(url).map(|db| beside(&db)),
+        None => None,
+    };
+    (path, is_sqlite)
 }
 
 /// SQLite's default key file: `gatehouse.db` → `gatehouse.db.key`.

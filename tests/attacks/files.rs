@@ -135,9 +135,14 @@ async fn a_world_readable_sqlite_database_refuses_to_start() {
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 assert!(!out.status.success() && stderr.contains(&fix), "{out:?}");
             }
+            let out = admin(&url, dir.path(), &["check-config"]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success() && stdout.contains(&fix), "{out:?}");
             chmod(&file, 0o600);
         }
     }
+    let out = admin(&url, dir.path(), &["check-config"]);
+    assert!(out.status.success(), "{out:?}");
     let app = TestApp::try_spawn(&overrides, &[]).await.unwrap();
     assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
 }
