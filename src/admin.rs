@@ -283,6 +283,7 @@ pub async fn check_config(settings: Settings) -> CliResult {
             .map_err(|e| e.to_string()),
     );
     report("database", store::check_reachable(&settings.database).await);
+    report("secret", crate::auth::secret::describe(&settings));
     match crate::notify::smtp::SmtpNotifier::from_settings(
         &settings.email,
         settings.outbox.notify_timeout,

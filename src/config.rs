@@ -4,6 +4,7 @@
 //! path ever reads the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -81,10 +82,16 @@ pub struct Settings {
     pub database: DatabaseSettings,
 
     /// Server secret for keyed hashes of codes and for encrypting queued messages (at least
-    /// 32 characters). Generated and stored in the database on first start when unset;
-    /// every instance sharing a database must use the same one.
+    /// 32 characters). Unset, it comes from SECRET_KEY_FILE; every instance sharing a
+    /// database must use the same one.
     #[arg(long, env = "SECRET_KEY", value_parser = secret, hide_env_values = true)]
     pub secret_key: Option<SecretString>,
+
+    /// File holding the server secret when SECRET_KEY is unset; it must be readable by its
+    /// owner only. SQLite: defaults to the database file's path plus `.key`, generated
+    /// (mode 0600) on first start. PostgreSQL/MySQL: no default, and the file must exist.
+    #[arg(long, env = "SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 
     /// Mark cookies `Secure` (sent over HTTPS only). Turn off only for local HTTP testing.
     #[arg(long, env = "COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]

@@ -18,6 +18,7 @@ pub mod import;
 pub mod limit;
 pub mod metrics;
 pub mod notify;
+pub mod private_file;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

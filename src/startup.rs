@@ -20,7 +20,6 @@ use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
-use rand::RngCore;
 use secrecy::ExposeSecret;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -56,6 +55,8 @@ pub enum StartupError {
     Hash(#[from] HashError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    File(#[from] crate::private_file::FileError),
 }
 
 pub struct Application {
@@ -70,15 +71,9 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Config)?;
         let store = store::connect(&settings.database).await?;
-        let secret = match &settings.secret_key {
-            Some(key) => key.expose_secret().to_owned(),
-            None => {
-                let mut bytes = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                store.server_secret(&hex::encode(bytes)).await?
-            }
-        };
-        let keys = Arc::new(Keys::from_secret(&secret));
+        let secret = crate::auth::secret::load(&settings, store.as_ref()).await?;
+        let keys = Arc::new(Keys::from_secret(secret.expose_secret()));
+        drop(secret);
         let hasher = Arc::new(PasswordHasher::new(&settings.hashing)?);
         let notifiers = crate::notify::build(
             &settings.email,

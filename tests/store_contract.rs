@@ -397,6 +397,7 @@ contract_tests![
     retried_sent_and_failed_messages_move_along_as_documented,
     purging_removes_expired_and_used_rows_and_old_finished_messages,
     the_first_server_secret_wins,
+    a_stored_server_secret_is_read_and_forgotten_only_by_its_value,
     the_schema_version_is_the_newest_migration_and_ping_answers,
     users_are_listed_oldest_first_matching_a_search_ignoring_case_up_to_the_limit,
     disabling_a_user_revokes_their_sessions_and_enabling_lets_them_back,
@@ -1748,6 +1749,35 @@ mod contract {
             store.server_secret("a-later-candidate").await.unwrap(),
             winner
         );
+    }
+
+    pub async fn a_stored_server_secret_is_read_and_forgotten_only_by_its_value(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        assert_eq!(store.stored_server_secret().await.unwrap(), None);
+        assert!(!store.forget_server_secret("nothing-stored").await.unwrap());
+        let secret = "0123456789abcdef0123456789abcdef";
+        assert_eq!(store.server_secret(secret).await.unwrap(), secret);
+        assert_eq!(
+            store.stored_server_secret().await.unwrap().as_deref(),
+            Some(secret)
+        );
+        // Another value, or the same one in another case or padded, deletes nothing.
+        for other in [
+            "another-secret",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcdef ",
+        ] {
+            assert!(!store.forget_server_secret(other).await.unwrap(), "{other}");
+        }
+        assert_eq!(raw.count("SELECT COUNT(*) FROM server_secret").await, 1);
+        assert!(store.forget_server_secret(secret).await.unwrap());
+        assert_eq!(raw.count("SELECT COUNT(*) FROM server_secret").await, 0);
+        assert_eq!(store.stored_server_secret().await.unwrap(), None);
+        assert!(!store.forget_server_secret(secret).await.unwrap());
+        // Forgotten, the slot is free again.
+        assert_eq!(store.server_secret("a-new-one").await.unwrap(), "a-new-one");
     }
 
     pub async fn the_schema_version_is_the_newest_migration_and_ping_answers(

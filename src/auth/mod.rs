@@ -5,5 +5,6 @@ pub mod keys;
 pub mod lookup;
 pub mod ownership;
 pub mod password;
+pub mod secret;
 pub mod session;
 pub mod token;

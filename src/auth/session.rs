@@ -20,8 +20,19 @@ use crate::store::User;
 pub const SESSION_COOKIE: &str = "session";
 pub const RESET_COOKIE: &str = "reset_token";
 
-/// How stale `last_seen_at` may get before a request refreshes it.
+/// How stale `last_seen_at` may get before a request refreshes it, at most: a write per
+/// session per minute is plenty against a 30-minute idle timeout.
 const TOUCH_EVERY_SECS: i64 = 60;
+
+/// How stale `last_seen_at` may get, in whole seconds, before a request refreshes it: a
+/// quarter of the idle timeout, at most a minute, at least a second. A fixed minute let
+/// sessions under a one-minute idle timeout die while in use (issue 14). A request leaves
+/// the clock less than `touch_every` seconds old, so a session used at least once every
+/// idle timeout minus `touch_every` seconds never idles out, and a busy one costs at most
+/// one write per `touch_every`.
+pub fn touch_every(idle_timeout: Duration) -> i64 {
+    (idle_timeout.as_secs() / 4).clamp(1, TOUCH_EVERY_SECS as u64) as i64
+}
 
 /// A request made with a live session. Rejects with 401 otherwise.
 pub struct AuthSession {
@@ -38,10 +49,14 @@ impl FromRequestParts<AppState> for AuthSession {
         let token = presented_token(parts, state.settings.cookie_secure).ok_or(NO_SESSION)?;
         let hash = token_hash(&token);
         let now = now();
-        let idle = state.settings.sessions.session_idle_timeout.as_secs() as i64;
+        let idle_timeout = state.settings.sessions.session_idle_timeout;
+        let idle = idle_timeout.as_secs() as i64;
+        // Refreshed once it is `touch_every` seconds old (the store refreshes a clock
+        // strictly older than the cut-off it is given).
+        let touch_before = now - touch_every(idle_timeout) + 1;
         let user = state
             .store
-            .session_user(&hash, now, now - idle, now - TOUCH_EVERY_SECS)
+            .session_user(&hash, now, now - idle, touch_before)
             .await?
             .ok_or(NO_SESSION)?;
         Ok(AuthSession {
@@ -166,6 +181,15 @@ mod tests {
         assert_eq!(presented_token(&p, false), None);
         let p = parts(&[("cookie", &format!("session={t1}; session={t1}"))]);
         assert_eq!(presented_token(&p, false), Some(t1));
+    }
+
+    #[test]
+    fn the_idle_clock_steps_by_a_quarter_of_the_idle_timeout_within_a_second_and_a_minute() {
+        assert_eq!(touch_every(Duration::from_secs(30 * 60)), 60);
+        assert_eq!(touch_every(Duration::from_secs(4 * 60)), 60);
+        assert_eq!(touch_every(Duration::from_secs(40)), 10);
+        assert_eq!(touch_every(Duration::from_secs(3)), 1);
+        assert_eq!(touch_every(Duration::from_millis(500)), 1);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported DATABASE_URL: {0}")]
     Config(String),
+    /// A database file is missing its private mode, or could not be created with it.
+    #[error(transparent)]
+    File(#[from] crate::private_file::FileError),
 }
 
 impl StoreError {
@@ -85,6 +88,17 @@ pub(crate) fn ping_if_idle<C: sqlx::Connection>(
         }
         Ok(true)
     })
+}
+
+/// Statement logging on every backend's connect options. sqlx logs each statement at
+/// DEBUG and, by default, one that takes over a second at WARN — with its SQL text, so a
+/// slow database filled warn-level logs with every query the server runs (issue 14). Both
+/// go to DEBUG: at the levels a deployment logs (INFO, WARN) no statement text appears;
+/// `RUST_LOG=sqlx::query=debug` shows them, the slow ones marked "slow statement".
+pub(crate) fn quiet_statements<O: sqlx::ConnectOptions>(options: O) -> O {
+    options
+        .log_statements(log::LevelFilter::Debug)
+        .log_slow_statements(log::LevelFilter::Debug, std::time::Duration::from_secs(1))
 }
 
 /// Database errors that mean "unavailable for now" rather than "wrong".
@@ -499,6 +513,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The secret `server_secret` stored, if any, without storing one: what start-up
+    /// moves out of the database into the key file.
+    async fn stored_server_secret(&self) -> StoreResult<Option<String>>;
+
+    /// Deletes the stored server secret if it is `secret` (so a secret written somewhere
+    /// else first is the one that goes); true when it was deleted. On SQLite the bytes are
+    /// overwritten, not just unlinked.
+    async fn forget_server_secret(&self, secret: &str) -> StoreResult<bool>;
 }
 
 /// Connects to the database named by the URL's scheme and applies pending migrations.
@@ -540,6 +563,12 @@ pub async fn check_reachable(settings: &crate::config::DatabaseSettings) -> Resu
     let check = async {
         match scheme {
             "sqlite" => {
+                if let Some(path) = sqlite::database_path(url) {
+                    for file in sqlite::database_files(&path) {
+                        crate::private_file::check(&file)
+                            .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+                    }
+                }
                 let opts =
                     <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)?
                         .create_if_missing(false);

@@ -74,6 +74,7 @@ impl MySqlStore {
         // The scheme is not checked by sqlx, so `mariadb://` parses like `mysql://`.
         let options = MySqlConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
+        let options = super::quiet_statements(options);
         let hot = Arc::new(HotConnections::new(
             options.clone(),
             settings.database_read_connections,
@@ -862,6 +863,25 @@ impl Store for MySqlStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn stored_server_secret(&self) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM server_secret WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn forget_server_secret(&self, secret: &str) -> StoreResult<bool> {
+        // Compared as bytes: the column's collation ignores case and trailing spaces.
+        let done = sqlx::query(
+            "DELETE FROM server_secret WHERE id = 1 AND CAST(secret AS BINARY) = CAST(? AS BINARY)",
+        )
+        .bind(secret)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

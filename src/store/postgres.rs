@@ -43,6 +43,7 @@ impl PostgresStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
+        let options = super::quiet_statements(options);
         let hot = Arc::new(HotConnections::new(
             options.clone(),
             settings.database_read_connections,
@@ -702,6 +703,22 @@ impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn stored_server_secret(&self) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM server_secret WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn forget_server_secret(&self, secret: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM server_secret WHERE id = 1 AND secret = $1")
+            .bind(secret)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

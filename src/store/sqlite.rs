@@ -7,11 +7,12 @@
 //! wait for the writer. The hottest point lookups skip the pool altogether and read inline
 //! (`sqlite_inline.rs`).
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{ConnectOptions, SqlitePool};
 
 use super::sqlite_inline::InlineReaders;
 use super::{
@@ -21,6 +22,7 @@ use super::{
 };
 use crate::config::DatabaseSettings;
 use crate::domain::Identifier;
+use crate::private_file;
 
 pub struct SqliteStore {
     write: SqlitePool,
@@ -34,7 +36,16 @@ const USER_COLUMNS: &str = "id, username, email, phone, password_hash, created_a
 impl SqliteStore {
     pub async fn connect(settings: &DatabaseSettings) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(&settings.database_url)
-            .map_err(|e| StoreError::Config(e.to_string()))?
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        if let Some(path) = on_disk(&options) {
+            // Created private before SQLite creates it with the umask's mode; the -wal and
+            // -shm files SQLite adds later take the database file's mode.
+            private_file::create_if_missing(&path)?;
+            for file in database_files(&path) {
+                private_file::check(&file)?;
+            }
+        }
+        let options = super::quiet_statements(options)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode survives a process crash (kill -9) without loss; only an
@@ -70,6 +81,30 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.write
     }
+}
+
+/// The database file a `sqlite:` URL names, or `None` for an in-memory database (or a URL
+/// that does not parse, which `connect` reports).
+pub fn database_path(url: &str) -> Option<PathBuf> {
+    on_disk(&SqliteConnectOptions::from_str(url).ok()?)
+}
+
+fn on_disk(options: &SqliteConnectOptions) -> Option<PathBuf> {
+    let in_memory = options
+        .to_url_lossy()
+        .query_pairs()
+        .any(|(key, value)| key == "mode" && value == "memory");
+    (!in_memory).then(|| options.get_filename().to_owned())
+}
+
+/// The database file and the two SQLite keeps beside it in WAL mode; each holds rows.
+pub fn database_files(path: &Path) -> [PathBuf; 3] {
+    let with_suffix = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_owned(), with_suffix("-wal"), with_suffix("-shm")]
 }
 
 #[async_trait]
@@ -540,6 +575,41 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&mut *tx).await?;
         tx.rollback().await?;
         Ok(())
+    }
+
+    async fn stored_server_secret(&self) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM server_secret WHERE id = 1")
+                .fetch_optional(&self.write)
+                .await?,
+        )
+    }
+
+    async fn forget_server_secret(&self, secret: &str) -> StoreResult<bool> {
+        let mut conn = self.write.acquire().await?;
+        // secure_delete zeroes the row's bytes on its page instead of only unlinking it,
+        // and the TRUNCATE checkpoint writes that page over the database file's copy and
+        // empties the WAL, so the secret is left in neither file.
+        let before: i64 = sqlx::query_scalar("PRAGMA secure_delete")
+            .fetch_one(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA secure_delete = ON")
+            .execute(&mut *conn)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM server_secret WHERE id = 1 AND secret = ?")
+            .bind(secret)
+            .execute(&mut *conn)
+            .await;
+        sqlx::query(&format!("PRAGMA secure_delete = {before}"))
+            .execute(&mut *conn)
+            .await?;
+        let deleted = deleted?.rows_affected() == 1;
+        if deleted {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(deleted)
     }
 }
 
