@@ -1288,11 +1288,11 @@ mod contract {
         // The losers' tokens were never stored (their transactions wrote nothing).
         for token in &losers {
             assert!(
-                !store
+                store
                     .live_reset_token(alice, token, T0 + 2)
                     .await
                     .unwrap()
-                    .is_some(),
+                    .is_none(),
                 "{token}"
             );
         }
@@ -1303,19 +1303,19 @@ mod contract {
         let alice = user(&store, "alice").await;
         let expiring = issue(&store, alice, "code-1", T0, T0 + 600).await;
         assert!(!redeem(&store, alice, expiring, "tok-1", T0 + 600, T0 + 1200).await);
-        assert!(!store
+        assert!(store
             .live_reset_token(alice, "tok-1", T0 + 601)
             .await
             .unwrap()
-            .is_some());
+            .is_none());
         let killed = issue(&store, alice, "code-2", T0 + 1, T0 + 600).await;
         issue(&store, alice, "code-3", T0 + 2, T0 + 600).await;
         assert!(!redeem(&store, alice, killed, "tok-2", T0 + 3, T0 + 600).await);
-        assert!(!store
+        assert!(store
             .live_reset_token(alice, "tok-2", T0 + 4)
             .await
             .unwrap()
-            .is_some());
+            .is_none());
     }
 
     // --- password reset ------------------------------------------------------------------
@@ -1332,30 +1332,30 @@ mod contract {
             .await
             .unwrap()
             .is_some());
-        assert!(!store
+        assert!(store
             .live_reset_token(alice, "tok", T0 + 600)
             .await
             .unwrap()
-            .is_some());
-        assert!(!store
+            .is_none());
+        assert!(store
             .live_reset_token(bob, "tok", T0 + 1)
             .await
             .unwrap()
-            .is_some());
-        assert!(!store
+            .is_none());
+        assert!(store
             .live_reset_token(alice, "other", T0 + 1)
             .await
             .unwrap()
-            .is_some());
+            .is_none());
         assert!(store
             .reset_password(alice, "tok", "new", T0 + 1, None, &[])
             .await
             .unwrap());
-        assert!(!store
+        assert!(store
             .live_reset_token(alice, "tok", T0 + 2)
             .await
             .unwrap()
-            .is_some());
+            .is_none());
     }
 
     pub async fn a_password_reset_consumes_the_token_and_revokes_everything_else(
@@ -1397,16 +1397,16 @@ mod contract {
         assert!(!live(&store, "sess-1", T0 + 6).await);
         assert!(!live(&store, "sess-2", T0 + 6).await);
         assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
-        assert!(!store
+        assert!(store
             .live_reset_token(alice, "tok-1", T0 + 6)
             .await
             .unwrap()
-            .is_some());
-        assert!(!store
+            .is_none());
+        assert!(store
             .live_reset_token(alice, "tok-2", T0 + 6)
             .await
             .unwrap()
-            .is_some());
+            .is_none());
         // Consumed once: neither token works again.
         assert!(!store
             .reset_password(alice, "tok-1", "again", T0 + 7, None, &[])
@@ -1938,11 +1938,11 @@ mod contract {
         assert!(!live(&store, "sess-1", T0 + 6).await);
         assert!(!live(&store, "sess-2", T0 + 6).await);
         assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
-        assert!(!store
+        assert!(store
             .live_reset_token(alice, "tok-alice", T0 + 6)
             .await
             .unwrap()
-            .is_some());
+            .is_none());
         assert!(!store
             .reset_password(alice, "tok-alice", "evil", T0 + 6, None, &[])
             .await
