@@ -283,10 +283,7 @@ async fn connections_past_the_per_ip_cap_are_refused_and_others_still_served() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let metrics = app
-        .send(
-            app.client.get(format!("http://{v6}/metrics")),
-            "GET /metrics",
-        )
+        .admin_get("/metrics")
         .await
         .text()
         .await
