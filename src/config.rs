@@ -366,6 +366,11 @@ pub struct LimitSettings {
     #[arg(long, env = "RATE_VALIDATE_PER_ACCOUNT", default_value = "10/1m")]
     pub validate_per_account: Rule,
 
+    /// Guesses compared against an account's codes, across codes, outside the owner's
+    /// devices: what bounds an online guesser's chance over a year (see the README).
+    #[arg(long, env = "RATE_CODE_FAILURES_PER_ACCOUNT", default_value = "20/1d")]
+    pub code_guesses_per_account: Rule,
+
     /// /validate-otp per client IP.
     #[arg(long, env = "RATE_VALIDATE_PER_IP", default_value = "30/1m")]
     pub validate_per_ip: Rule,

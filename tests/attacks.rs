@@ -12,6 +12,8 @@ mod cookies;
 mod files;
 #[path = "attacks/input.rs"]
 mod input;
+#[path = "attacks/lockout.rs"]
+mod lockout;
 #[path = "attacks/ownership.rs"]
 mod ownership;
 #[path = "attacks/sms.rs"]

@@ -406,6 +406,8 @@ contract_tests![
     audit_events_are_listed_per_user_since_a_time_in_order_and_purged_by_age,
     importing_users_skips_collisions_with_existing_rows_and_within_the_batch,
     stats_count_pending_and_failed_messages,
+    a_device_claims_only_the_tries_of_a_code_bound_to_it,
+    a_queued_message_is_claimed_like_any_other,
     a_reset_token_inherits_its_codes_channel_and_the_reset_proves_it,
     proving_the_email_drops_a_phone_nobody_proved_but_keeps_a_proven_one,
     a_proof_counts_only_for_the_address_it_was_made_for,
@@ -555,6 +557,7 @@ mod contract {
                     user_id,
                     code_hash: code,
                     channel: "email",
+                    device: None,
                     now,
                     expires_at,
                 },
@@ -1051,6 +1054,7 @@ mod contract {
                 let code = NewCode {
                     user_id: alice,
                     channel: "email",
+                    device: None,
                     code_hash: &code,
                     now: T0,
                     expires_at: T0 + 600,
@@ -2211,6 +2215,7 @@ mod contract {
                     user_id,
                     code_hash: &code_hash,
                     channel,
+                    device: None,
                     now: T0,
                     expires_at: T0 + 600,
                 },
@@ -2335,5 +2340,74 @@ mod contract {
             .unwrap()
             .unwrap();
         assert_eq!(live.channel, None);
+    }
+
+    pub async fn a_device_claims_only_the_tries_of_a_code_bound_to_it(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        store
+            .issue_code(
+                &NewCode {
+                    user_id: alice,
+                    code_hash: "h",
+                    channel: "email",
+                    device: Some("dev-1"),
+                    now: T0,
+                    expires_at: T0 + 600,
+                },
+                &NewOutbox {
+                    channel: "email",
+                    payload: "p",
+                    now: T0,
+                },
+            )
+            .await
+            .unwrap();
+        let code = store.live_code(alice, T0).await.unwrap().unwrap();
+        // Everyone else's tries run out; the device's do not.
+        for _ in 0..3 {
+            assert!(store.claim_attempt(code.id, T0 + 1, 3).await.unwrap());
+        }
+        assert!(!store.claim_attempt(code.id, T0 + 1, 3).await.unwrap());
+        assert!(!store
+            .claim_device_attempt(code.id, "dev-2", T0 + 1, 3)
+            .await
+            .unwrap());
+        let claims = at_once(10, |_| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_device_attempt(code.id, "dev-1", T0 + 1, 3)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        assert_eq!(claims.iter().filter(|c| **c).count(), 3);
+        assert!(!store
+            .claim_device_attempt(code.id, "dev-1", T0 + 600, 30)
+            .await
+            .unwrap());
+        // A code with no device has no device tries.
+        let bob = user(&store, "bob").await;
+        let bobs = issue(&store, bob, "b", T0, T0 + 600).await;
+        assert!(!store
+            .claim_device_attempt(bobs, "dev-1", T0 + 1, 3)
+            .await
+            .unwrap());
+    }
+
+    pub async fn a_queued_message_is_claimed_like_any_other(store: Arc<dyn Store>, _: Raw) {
+        store
+            .queue_message(&NewOutbox {
+                channel: "email",
+                payload: "notice",
+                now: T0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(payloads(&drain(&store, T0).await), ["notice"]);
     }
 }

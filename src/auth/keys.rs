@@ -16,6 +16,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 pub struct Keys {
     otp: Zeroizing<[u8; 32]>,
+    device: Zeroizing<[u8; 32]>,
     outbox: XChaCha20Poly1305,
 }
 
@@ -38,6 +39,7 @@ impl Keys {
         let outbox_key = derive(secret.as_bytes(), "gatehouse/outbox/v1");
         Keys {
             otp,
+            device: derive(secret.as_bytes(), "gatehouse/device/v1"),
             outbox: XChaCha20Poly1305::new(outbox_key.as_slice().into()),
         }
     }
@@ -57,6 +59,22 @@ impl Keys {
             .as_bytes()
             .ct_eq(stored.as_bytes())
             .into()
+    }
+
+    /// The MAC of a device cookie's body (see `auth::device`).
+    pub fn device_tag(&self, body: &[u8]) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.device.as_slice())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(body);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the (truncated) MAC of `body`, in constant time.
+    pub fn device_tag_matches(&self, body: &[u8], tag: &[u8]) -> bool {
+        let full = self.device_tag(body);
+        full.get(..tag.len())
+            .is_some_and(|expected| bool::from(expected.ct_eq(tag)))
+            && !tag.is_empty()
     }
 
     fn otp_mac(&self) -> HmacSha256 {

@@ -1,6 +1,7 @@
 //! Authentication mechanics: password hashing, server keys, opaque tokens and codes, the
 //! session extractor, and finding a user by identifier.
 
+pub mod device;
 pub mod keys;
 pub mod lookup;
 pub mod ownership;

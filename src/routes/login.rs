@@ -6,6 +6,7 @@
 
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
+use axum::http::HeaderMap;
 use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, audit_record, limit, MessageBody};
 use crate::auth::lookup;
+use crate::auth::device;
 use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::auth::token::{new_token, token_hash};
 use crate::domain::{Identifier, Password};
@@ -71,23 +73,35 @@ struct LoginRequest {
 async fn login(
     State(state): State<AppState>,
     meta: RequestMeta,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse> {
     let identifier = Identifier::parse(&req.identifier)?;
     let password = Password::parse("password", req.password)?;
     let limits = &state.settings.limits;
-    let account = identifier.key();
     limit(&state, &limits.login_per_ip, "login:ip", &meta.ip_key).await?;
-    limit(&state, &limits.login_per_account, "login:account", account).await?;
+
+    let found = lookup::find_user(&*state.store, &identifier).await?;
+    // The budget of failed attempts belongs to the account, whichever of its identifiers
+    // is typed (one budget, not three); attempts from one of its devices have their own,
+    // so an attacker spending the account's cannot lock the owner out (auth::device).
+    let secure = state.settings.cookie_secure;
+    let device = found
+        .as_ref()
+        .and_then(|u| device::presented(&state.keys, &headers, secure, u.id));
+    let account = match (&device, &found) {
+        (Some(d), _) => format!("device:{}", d.id),
+        (None, Some(u)) => format!("user:{}", u.id),
+        (None, None) => format!("name:{}", identifier.key()),
+    };
+    limit(&state, &limits.login_per_account, "login:account", &account).await?;
     limit(
         &state,
         &limits.login_per_account_long,
         "login:account-long",
-        account,
+        &account,
     )
     .await?;
-
-    let found = lookup::find_user(&*state.store, &identifier).await?;
     let known_id = found.as_ref().map(|u| u.id);
     let user = found.filter(|u| u.disabled_at.is_none());
     let verdict = state
@@ -145,15 +159,21 @@ async fn login(
         .await?;
     tracing::info!(user_id = user.id, "login succeeded");
     metrics::counter!("gatehouse_logins_total", "result" => "succeeded").increment(1);
-    let cookie = set_cookie(
-        SESSION_COOKIE,
-        &token,
-        "/",
-        lifetime,
-        state.settings.cookie_secure,
-    );
+    let mut cookies = vec![(
+        SET_COOKIE,
+        set_cookie(
+            SESSION_COOKIE,
+            &token,
+            "/",
+            lifetime,
+            state.settings.cookie_secure,
+        ),
+    )];
+    if device.is_none() {
+        cookies.push((SET_COOKIE, device::set_new(&state.keys, user.id, secure)));
+    }
     Ok((
-        AppendHeaders([(SET_COOKIE, cookie)]),
+        AppendHeaders(cookies),
         Json(MessageBody {
             message: "Login successful",
         }),

@@ -32,7 +32,9 @@ use crate::extract::{ApiJson, RequestMeta};
 use crate::notify::sms_policy;
 use crate::notify::{Channel, Message};
 use crate::state::{now, AppState};
-use crate::store::{NewCode, NewOutbox, NewResetToken, User};
+use crate::auth::device::{self, Device};
+use crate::config::Rule;
+use crate::store::{LiveCode, NewCode, NewOutbox, NewResetToken, User, UserId};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -101,6 +103,7 @@ fn channel_schema() -> utoipa::openapi::Object {
 async fn forgot_password(
     State(state): State<AppState>,
     meta: RequestMeta,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ForgotRequest>,
 ) -> Result<Json<MessageBody>> {
     let identifier = Identifier::parse(&req.identifier)?;
@@ -112,13 +115,6 @@ async fn forgot_password(
     };
     let limits = &state.settings.limits;
     limit(&state, &limits.forgot_per_ip, "forgot:ip", &meta.ip_key).await?;
-    limit(
-        &state,
-        &limits.forgot_per_account,
-        "forgot:account",
-        identifier.key(),
-    )
-    .await?;
 
     // Every request takes a slot, account or not, so a full queue delays both alike.
     let slot = state
@@ -127,8 +123,26 @@ async fn forgot_password(
         .acquire_owned()
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    let user = lookup::find_user(&*state.store, &identifier).await?;
-    if let Some(user) = user.filter(|u| u.disabled_at.is_none()) {
+    let user = lookup::find_user(&*state.store, &identifier)
+        .await?
+        .filter(|u| u.disabled_at.is_none());
+    let device = user
+        .as_ref()
+        .and_then(|u| device_of(&state, &headers, u.id));
+    // From the owner's device, the device's budget: an attacker's requests for the same
+    // identifier do not stop the owner's.
+    let budget = match &device {
+        Some(d) => format!("device:{}", d.id),
+        None => identifier.key().to_owned(),
+    };
+    limit(
+        &state,
+        &limits.forgot_per_account,
+        "forgot:account",
+        &budget,
+    )
+    .await?;
+    if let Some(user) = user {
         // What only an existing account costs (the cap check, the proofs read, the SMS
         // budget, the code's transaction, the audit row) happens after the answer, so the
         // answer's timing cannot tell who has an account.
@@ -140,7 +154,8 @@ async fn forgot_password(
         state.background.spawn(
             async move {
                 let _slot = slot;
-                if let Err(e) = request_code(&job_state, &user, wanted, &meta).await {
+                let device = device.as_ref();
+                if let Err(e) = request_code(&job_state, &user, wanted, device, &meta).await {
                     tracing::warn!(user_id = user.id, error = %e, "recovery code not issued");
                 }
             }
@@ -154,19 +169,23 @@ async fn forgot_password(
 }
 
 /// Issues a code to an existing, enabled account, on the best channel the ownership rule
-/// and the SMS policy allow; silently nothing past the hourly cap.
+/// and the SMS policy allow; silently nothing past the hourly cap (the device's own cap
+/// when asked from one of the account's devices, so that an attacker's requests cannot
+/// use up the owner's).
 async fn request_code(
     state: &AppState,
     user: &User,
     wanted: Channel,
+    device: Option<&Device>,
     meta: &RequestMeta,
 ) -> Result<()> {
+    let cap = match device {
+        Some(d) => format!("codes:device:{}", d.id),
+        None => format!("codes:user:{}", user.id),
+    };
     let capped = state
         .limiter
-        .check(
-            &state.settings.limits.codes_per_account,
-            &format!("codes:user:{}", user.id),
-        )
+        .check(&state.settings.limits.codes_per_account, &cap)
         .await
         .is_err();
     if capped {
@@ -195,12 +214,17 @@ async fn request_code(
         );
         return Ok(());
     };
-    issue_code(state, user, channel).await?;
+    issue_code(state, user, channel, device).await?;
     audit(state, "code_requested", Some(user.id), meta).await;
     Ok(())
 }
 
-async fn issue_code(state: &AppState, user: &User, channel: Channel) -> Result<()> {
+async fn issue_code(
+    state: &AppState,
+    user: &User,
+    channel: Channel,
+    device: Option<&Device>,
+) -> Result<()> {
     let to = match channel {
         Channel::Sms => user.phone.clone().unwrap_or_default(),
         Channel::Email => user.email.clone(),
@@ -227,6 +251,7 @@ async fn issue_code(state: &AppState, user: &User, channel: Channel) -> Result<(
                 user_id: user.id,
                 code_hash: &state.keys.code_hash(user.id, &code),
                 channel: channel.as_str(),
+                device: device.map(|d| d.id.as_str()),
                 now,
                 expires_at: now + ttl.as_secs() as i64,
             },
@@ -322,22 +347,36 @@ struct ValidateResponse {
 async fn validate_otp(
     State(state): State<AppState>,
     meta: RequestMeta,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ValidateRequest>,
 ) -> Result<impl IntoResponse> {
     let identifier = Identifier::parse(&req.identifier)?;
     let otp = OtpCode::parse(&req.otp)?;
     let limits = &state.settings.limits;
     limit(&state, &limits.validate_per_ip, "validate:ip", &meta.ip_key).await?;
+
+    let started = Instant::now();
+    let now = now();
+    let found = lookup::find_user_with_live_code(&*state.store, &identifier, now)
+        .await?
+        .filter(|(u, _)| u.disabled_at.is_none());
+    let device = found
+        .as_ref()
+        .and_then(|(u, _)| device_of(&state, &headers, u.id));
+    // From the owner's device, the device's budget; from anywhere else, the identifier's.
+    let budget = match &device {
+        Some(d) => format!("device:{}", d.id),
+        None => identifier.key().to_owned(),
+    };
     limit(
         &state,
         &limits.validate_per_account,
         "validate:account",
-        identifier.key(),
+        &budget,
     )
     .await?;
 
-    let started = Instant::now();
-    let token = match redeem(&state, &identifier, &otp, &meta).await {
+    let token = match redeem(&state, found, device.as_ref(), &otp, now, &meta).await {
         Ok(token) => token,
         Err(ApiError::InvalidOtp) => {
             code_event("rejected");
@@ -348,18 +387,27 @@ async fn validate_otp(
     };
     code_event("validated");
     let ttl = state.settings.recovery.reset_token_ttl;
-    let cookie = set_cookie(
-        RESET_COOKIE,
-        &token,
-        "/reset-password",
-        ttl,
-        state.settings.cookie_secure,
-    );
+    let mut cookies = vec![(
+        SET_COOKIE,
+        set_cookie(
+            RESET_COOKIE,
+            &token.secret,
+            "/reset-password",
+            ttl,
+            state.settings.cookie_secure,
+        ),
+    )];
+    // Whoever had the code controls an address of the account: this browser is now one
+    // of its devices.
+    if device.is_none() {
+        let secure = state.settings.cookie_secure;
+        cookies.push((SET_COOKIE, device::set_new(&state.keys, token.user_id, secure)));
+    }
     Ok((
-        AppendHeaders([(SET_COOKIE, cookie)]),
+        AppendHeaders(cookies),
         Json(ValidateResponse {
             message: "OTP verified. Proceed to reset password.",
-            reset_token: token,
+            reset_token: token.secret,
         }),
     ))
 }
@@ -371,27 +419,74 @@ async fn floor(state: &AppState, started: Instant) {
     tokio::time::sleep_until(started + state.settings.recovery.response_floor).await;
 }
 
+/// A reset token just issued, and whose it is.
+struct Issued {
+    secret: String,
+    user_id: UserId,
+}
+
+/// At most one "someone is guessing your code" notice per account a day.
+const GUESSING_NOTICE: Rule = Rule {
+    count: 1,
+    period: Duration::from_secs(24 * 3600),
+};
+
 /// Checks a guess and, when right, trades the code for a new reset token. Every refusal
 /// is `InvalidOtp`, whatever its reason.
+///
+/// A guess from the device the code was sent to takes one of the tries the code keeps
+/// for that device and counts against the device's budget. Any other guess takes one of
+/// the code's shared tries and counts against the account's budget of compared guesses
+/// across all its codes (RATE_CODE_FAILURES_PER_ACCOUNT): that, not the tries of one code,
+/// is what bounds an online guesser over a year. The owner hears of it when a code dies of
+/// wrong guesses or the budget runs out.
 async fn redeem(
     state: &AppState,
-    identifier: &Identifier,
+    found: Option<(User, Option<LiveCode>)>,
+    device: Option<&Device>,
     otp: &OtpCode,
+    now: i64,
     meta: &RequestMeta,
-) -> Result<String> {
-    let now = now();
-    let (user, code) = lookup::find_user_with_live_code(&*state.store, identifier, now)
-        .await?
-        .filter(|(u, _)| u.disabled_at.is_none())
-        .ok_or(ApiError::InvalidOtp)?;
+) -> Result<Issued> {
+    let (user, code) = found.ok_or(ApiError::InvalidOtp)?;
     // No live code: it expired, was used or cancelled, or none was asked for.
     let code = code.ok_or(ApiError::InvalidOtp)?;
     let max = state.settings.recovery.otp_max_attempts;
-    // A dead code costs one read (the user and their code together) and no write: the
-    // cheap path for guess floods. The conditional UPDATE below still decides,
-    // atomically, for codes with tries left.
-    if code.attempts >= max as i32 || !state.store.claim_attempt(code.id, now, max).await? {
-        return Err(ApiError::InvalidOtp);
+    let budget = &state.settings.limits.code_guesses_per_account;
+    let on_device = match device {
+        Some(d) => {
+            state
+                .limiter
+                .check(budget, &format!("guesses:device:{}", d.id))
+                .await
+                .map_err(|_| ApiError::InvalidOtp)?;
+            state
+                .store
+                .claim_device_attempt(code.id, &d.id, now, max)
+                .await?
+        }
+        None => false,
+    };
+    if !on_device {
+        // A dead code costs one read (the user and their code together) and no write:
+        // the cheap path for guess floods. The conditional UPDATE below still decides,
+        // atomically, for codes with tries left.
+        if code.attempts >= max as i32 {
+            return Err(ApiError::InvalidOtp);
+        }
+        if state
+            .limiter
+            .check(budget, &format!("guesses:user:{}", user.id))
+            .await
+            .is_err()
+        {
+            tracing::warn!(user_id = user.id, "code guess refused: the account's budget of guesses is spent");
+            warn_owner(state, &user).await;
+            return Err(ApiError::InvalidOtp);
+        }
+        if !state.store.claim_attempt(code.id, now, max).await? {
+            return Err(ApiError::InvalidOtp);
+        }
     }
     if !state
         .keys
@@ -399,6 +494,9 @@ async fn redeem(
     {
         tracing::info!(user_id = user.id, "wrong recovery code");
         audit(state, "code_failed", Some(user.id), meta).await;
+        if !on_device && code.attempts + 1 >= max as i32 {
+            warn_owner(state, &user).await;
+        }
         return Err(ApiError::InvalidOtp);
     }
     let token = new_token();
@@ -420,7 +518,61 @@ async fn redeem(
     }
     tracing::info!(user_id = user.id, "recovery code validated");
     audit(state, "code_validated", Some(user.id), meta).await;
-    Ok(token)
+    Ok(Issued {
+        secret: token,
+        user_id: user.id,
+    })
+}
+
+/// Tells the owner (once a day at most) that someone is guessing their recovery codes.
+async fn warn_owner(state: &AppState, user: &User) {
+    if state
+        .limiter
+        .check(&GUESSING_NOTICE, &format!("notice:guessing:{}", user.id))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let notice = Message {
+        channel: Channel::Email,
+        to: user.email.clone(),
+        subject: "Someone is trying to guess your recovery code".into(),
+        body: format!(
+            "Someone is asking for password reset codes for your account {} and guessing \
+             them wrong. Your password has not been changed, and further guesses are \
+             being refused.\n\n\
+             If it is you, ask for a new code from a browser where you have signed in \
+             before: its guesses are not affected. If it is not you, nothing is needed; \
+             consider a longer password.",
+            user.username
+        ),
+    };
+    let queued = match seal(state, &notice) {
+        Ok(sealed) => {
+            state
+                .store
+                .queue_message(&NewOutbox {
+                    channel: Channel::Email.as_str(),
+                    payload: &sealed,
+                    now: now(),
+                })
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "guessing notice not sealed");
+            return;
+        }
+    };
+    match queued {
+        Ok(()) => state.outbox_wake.notify_one(),
+        Err(e) => tracing::warn!(user_id = user.id, error = %e, "guessing notice not queued"),
+    }
+}
+
+/// The device cookie the request carries, if it is a device of `user_id`.
+fn device_of(state: &AppState, headers: &HeaderMap, user_id: UserId) -> Option<Device> {
+    device::presented(&state.keys, headers, state.settings.cookie_secure, user_id)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -300,6 +300,8 @@ pub struct NewCode<'a> {
     /// The channel the code goes out on (`email` or `sms`): a reset through it proves
     /// that address.
     pub channel: &'a str,
+    /// The device (`auth::device`) that asked for it, whose guesses get tries of their own.
+    pub device: Option<&'a str>,
     pub now: i64,
     pub expires_at: i64,
 }
@@ -316,7 +318,14 @@ pub struct LiveResetToken {
 /// backend runs the same ones inside its own transaction.
 pub(crate) mod shared {
     pub const INSERT_CODE: &str = "INSERT INTO otp_codes \
-        (user_id, code_hash, created_at, expires_at, channel) VALUES (?, ?, ?, ?, ?)";
+        (user_id, code_hash, created_at, expires_at, channel, device) \
+        VALUES (?, ?, ?, ?, ?, ?)";
+    /// Binds: code id, device, now, max tries. The device's own tries, on a code bound to
+    /// that device only.
+    pub const CLAIM_DEVICE_ATTEMPT: &str = "UPDATE otp_codes \
+        SET device_attempts = device_attempts + 1 \
+        WHERE id = ? AND device = ? AND used_at IS NULL AND expires_at > ? \
+        AND device_attempts < ?";
     /// The token inherits the channel of the code it was redeemed with.
     pub const INSERT_TOKEN: &str = "INSERT INTO reset_tokens \
         (user_id, token_hash, created_at, expires_at, channel) \
@@ -425,6 +434,19 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically takes one of the code's `max_attempts` tries; false when none is left
     /// (or the code was used or expired meanwhile). A guess is only compared after this.
     async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool>;
+
+    /// Takes one of the tries a code keeps for the device it was sent to; false when the
+    /// code is not bound to `device`, has none left, or was used or expired meanwhile.
+    async fn claim_device_attempt(
+        &self,
+        code_id: i64,
+        device: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<bool>;
+
+    /// Queues one message on its own (a notice that no other change carries).
+    async fn queue_message(&self, message: &NewOutbox<'_>) -> StoreResult<()>;
 
     /// Marks the code used and stores a reset token, in one transaction; false when the
     /// code was already used (so a right code is redeemed exactly once).

@@ -336,6 +336,7 @@ impl Store for MySqlStore {
                 .bind(code.now)
                 .bind(code.expires_at)
                 .bind(code.channel)
+                .bind(code.device)
                 .execute(&mut *tx)
                 .await?;
             enqueue(&mut tx, message).await?;
@@ -382,6 +383,34 @@ impl Store for MySqlStore {
         })
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_device_attempt(
+        &self,
+        code_id: i64,
+        device: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<bool> {
+        let done = retry_on_deadlock(move || {
+            sqlx::query(shared::CLAIM_DEVICE_ATTEMPT)
+                .bind(code_id)
+                .bind(device)
+                .bind(now)
+                .bind(i64::from(max_attempts))
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn queue_message(&self, message: &NewOutbox<'_>) -> StoreResult<()> {
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            enqueue(&mut tx, message).await?;
+            tx.commit().await
+        })
+        .await
     }
 
     async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {

@@ -278,6 +278,7 @@ impl Store for PostgresStore {
             .bind(code.now)
             .bind(code.expires_at)
             .bind(code.channel)
+                .bind(code.device)
             .execute(&mut *tx)
             .await?;
         enqueue(&mut tx, message).await?;
@@ -320,6 +321,30 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_device_attempt(
+        &self,
+        code_id: i64,
+        device: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(&SQL.claim_device_attempt)
+            .bind(code_id)
+            .bind(device)
+            .bind(now)
+            .bind(i64::from(max_attempts))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn queue_message(&self, message: &NewOutbox<'_>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        enqueue(&mut tx, message).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {
@@ -742,6 +767,7 @@ async fn enqueue(
 /// once.
 struct Statements {
     insert_code: String,
+    claim_device_attempt: String,
     insert_token: String,
     live_token: String,
     forget_proof: String,
@@ -752,6 +778,7 @@ struct Statements {
 
 static SQL: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| Statements {
     insert_code: shared::numbered(shared::INSERT_CODE),
+    claim_device_attempt: shared::numbered(shared::CLAIM_DEVICE_ATTEMPT),
     insert_token: shared::numbered(shared::INSERT_TOKEN),
     live_token: shared::numbered(shared::LIVE_TOKEN),
     forget_proof: shared::numbered(shared::FORGET_PROOF),

@@ -225,6 +225,7 @@ impl Store for SqliteStore {
             .bind(code.now)
             .bind(code.expires_at)
             .bind(code.channel)
+                .bind(code.device)
             .execute(&mut *tx)
             .await?;
         enqueue(&mut tx, message).await?;
@@ -263,6 +264,30 @@ impl Store for SqliteStore {
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_device_attempt(
+        &self,
+        code_id: i64,
+        device: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(shared::CLAIM_DEVICE_ATTEMPT)
+            .bind(code_id)
+            .bind(device)
+            .bind(now)
+            .bind(i64::from(max_attempts))
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn queue_message(&self, message: &NewOutbox<'_>) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        enqueue(&mut tx, message).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {

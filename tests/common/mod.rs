@@ -853,7 +853,7 @@ fn tail(s: &str, max: usize) -> &str {
 // The server under test
 // ---------------------------------------------------------------------------------------
 
-const RATE_LIMIT_VARS: [&str; 13] = [
+const RATE_LIMIT_VARS: [&str; 14] = [
     "RATE_FORGOT_PER_ACCOUNT",
     "RATE_FORGOT_PER_IP",
     "RATE_CODES_PER_ACCOUNT",
@@ -864,6 +864,7 @@ const RATE_LIMIT_VARS: [&str; 13] = [
     "RATE_LOGIN_PER_IP",
     "RATE_REGISTER_PER_IP",
     "RATE_RESET_PER_IP",
+    "RATE_CODE_FAILURES_PER_ACCOUNT",
     "SMS_BUDGET_PER_HOUR",
     "SMS_BUDGET_PER_DAY",
     "SMS_BUDGET_PER_PREFIX",
