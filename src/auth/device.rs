@@ -86,13 +86,24 @@ pub fn of_user(keys: &Keys, cookie: Option<String>, user_id: UserId) -> Option<D
 }
 
 /// The device cookie a request carries, if it is a device of `user_id`.
-pub fn presented(keys: &Keys, headers: &HeaderMap, secure: bool, user_id: UserId) -> Option<Device> {
+pub fn presented(
+    keys: &Keys,
+    headers: &HeaderMap,
+    secure: bool,
+    user_id: UserId,
+) -> Option<Device> {
     of_user(keys, cookie(headers, DEVICE_COOKIE, "/", secure), user_id)
 }
 
 /// A `Set-Cookie` that makes this browser a new device of `user_id`.
 pub fn set_new(keys: &Keys, user_id: UserId, secure: bool) -> HeaderValue {
-    set_cookie(DEVICE_COOKIE, &mint(keys, user_id), "/", DEVICE_LIFETIME, secure)
+    set_cookie(
+        DEVICE_COOKIE,
+        &mint(keys, user_id),
+        "/",
+        DEVICE_LIFETIME,
+        secure,
+    )
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, audit_record, limit, MessageBody};
-use crate::auth::lookup;
 use crate::auth::device;
+use crate::auth::lookup;
 use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::auth::token::{new_token, token_hash};
 use crate::domain::{Identifier, Password};

@@ -22,18 +22,18 @@ use serde::{Deserialize, Serialize};
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::{audit, limit, MessageBody};
+use crate::auth::device::{self, Device};
 use crate::auth::lookup;
 use crate::auth::ownership::{recovery_channels, Proofs};
 use crate::auth::session::{cookie, set_cookie, RESET_COOKIE};
 use crate::auth::token::{looks_like_token, new_code, new_token, token_hash};
+use crate::config::Rule;
 use crate::domain::{Email, Identifier, NewPassword, OtpCode, ParseError, Phone, Username};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::notify::sms_policy;
 use crate::notify::{Channel, Message};
 use crate::state::{now, AppState};
-use crate::auth::device::{self, Device};
-use crate::config::Rule;
 use crate::store::{LiveCode, NewCode, NewOutbox, NewResetToken, User, UserId};
 
 pub fn router() -> Router<AppState> {
@@ -401,7 +401,10 @@ async fn validate_otp(
     // of its devices.
     if device.is_none() {
         let secure = state.settings.cookie_secure;
-        cookies.push((SET_COOKIE, device::set_new(&state.keys, token.user_id, secure)));
+        cookies.push((
+            SET_COOKIE,
+            device::set_new(&state.keys, token.user_id, secure),
+        ));
     }
     Ok((
         AppendHeaders(cookies),
@@ -480,7 +483,10 @@ async fn redeem(
             .await
             .is_err()
         {
-            tracing::warn!(user_id = user.id, "code guess refused: the account's budget of guesses is spent");
+            tracing::warn!(
+                user_id = user.id,
+                "code guess refused: the account's budget of guesses is spent"
+            );
             warn_owner(state, &user).await;
             return Err(ApiError::InvalidOtp);
         }

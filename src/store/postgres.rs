@@ -278,7 +278,7 @@ impl Store for PostgresStore {
             .bind(code.now)
             .bind(code.expires_at)
             .bind(code.channel)
-                .bind(code.device)
+            .bind(code.device)
             .execute(&mut *tx)
             .await?;
         enqueue(&mut tx, message).await?;

@@ -8,7 +8,12 @@ use crate::common::{cookie_value, extract_code, json, TestApp, DELIVERY_TIMEOUT}
 
 const PASSWORD: &str = "correct horse battery";
 
-async fn post_with_device(app: &TestApp, path: &str, body: &Value, device: &str) -> reqwest::Response {
+async fn post_with_device(
+    app: &TestApp,
+    path: &str,
+    body: &Value,
+    device: &str,
+) -> reqwest::Response {
     let req = app
         .request(reqwest::Method::POST, path)
         .header("cookie", format!("device={device}"))
@@ -85,11 +90,17 @@ async fn a_recovery_from_the_owners_device_survives_an_attackers_guesses() {
     let code = extract_code(&mail[0].text());
     // The attacker's five wrong guesses would have killed the code.
     for _ in 0..6 {
-        assert_eq!(app.validate("alice@example.com", wrong(&code)).await.status(), 400);
+        assert_eq!(
+            app.validate("alice@example.com", wrong(&code))
+                .await
+                .status(),
+            400
+        );
     }
     assert_eq!(app.validate("alice@example.com", &code).await.status(), 400);
     let body = json!({"identifier": "alice@example.com", "otp": code});
-    let (status, answer) = json(post_with_device(&app, "/validate-otp", &body, &device).await).await;
+    let (status, answer) =
+        json(post_with_device(&app, "/validate-otp", &body, &device).await).await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -117,7 +128,8 @@ async fn an_attackers_forgot_password_calls_do_not_stop_the_owners_codes() {
         .await;
     let code = extract_code(&mail[3].text());
     let body = json!({"identifier": "alice@example.com", "otp": code});
-    let (status, answer) = json(post_with_device(&app, "/validate-otp", &body, &device).await).await;
+    let (status, answer) =
+        json(post_with_device(&app, "/validate-otp", &body, &device).await).await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -160,5 +172,8 @@ async fn failed_guesses_add_up_across_codes_and_the_owner_is_told() {
     }
     // The account's budget is spent: even the right code is no longer compared.
     let (status, body) = json(app.validate("alice@example.com", &last_code).await).await;
-    assert_eq!((status, body), (400, json!({"error": "Invalid or expired OTP"})));
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "Invalid or expired OTP"}))
+    );
 }
