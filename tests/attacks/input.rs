@@ -200,15 +200,24 @@ async fn an_account_stored_under_the_old_email_key_is_still_found_and_still_hold
         .id;
     let (status, _) = json(app.forgot("Straße@Bücher.example").await).await;
     assert_eq!(status, 200);
+    let events = || async {
+        store
+            .audit_for_user(user_id, 0, 100)
+            .await
+            .expect("audit")
+            .into_iter()
+            .map(|e| e.event)
+            .collect::<Vec<String>>()
+    };
+    // The code is issued after the answer: wait (bounded) until it is.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !events().await.iter().any(|e| e == "code_requested") {
+        assert!(std::time::Instant::now() < deadline, "no code was issued");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, _) = json(app.validate("straße@bücher.example", "000000").await).await;
     assert_eq!(status, 400);
-    let events: Vec<String> = store
-        .audit_for_user(user_id, 0, 100)
-        .await
-        .expect("audit")
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+    let events = events().await;
     for event in ["login_succeeded", "code_requested", "code_failed"] {
         assert!(events.iter().any(|e| e == event), "{event}: {events:?}");
     }
