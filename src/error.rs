@@ -47,9 +47,6 @@ pub enum ApiError {
     /// 405: the route exists with another method.
     #[error("Method not allowed")]
     MethodNotAllowed,
-    /// 501: a method HTTP does not define.
-    #[error("Method not implemented")]
-    MethodNotImplemented,
     /// 429 with `Retry-After`.
     #[error("Too many requests; try again in {} seconds", retry_secs(*.0))]
     RateLimited(Duration),
@@ -89,7 +86,6 @@ impl ApiError {
             ApiError::UserExists => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

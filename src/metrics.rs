@@ -96,11 +96,12 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Answers 501 to a method HTTP does not define, before routing and before anything
+/// Answers 405 (our one answer for a method a route does not take; a 5xx would say the
+/// fault is ours) to a method HTTP does not define, before routing and before anything
 /// counts or logs it.
 pub async fn refuse_unknown_methods(req: Request, next: Next) -> Response {
     if method_label(req.method()) == "other" {
-        return ApiError::MethodNotImplemented.into_response();
+        return ApiError::MethodNotAllowed.into_response();
     }
     next.run(req).await
 }
