@@ -1,9 +1,12 @@
 //! `gatehouse import-seed`: brings the old Python/MySQL server's users into the configured
-//! database, keeping their bcrypt hashes (they log in with their old passwords and are
-//! rehashed to argon2id on first login). Rows are streamed and inserted in batches, so a
-//! table of any size runs in constant memory; duplicates are skipped by the unique indexes,
-//! which makes a second run a no-op. Pending seed OTPs are not imported: they were stored
-//! in clear, and a code is only worth anything for ten minutes anyway.
+//! database, their bcrypt hashes wrapped in argon2id at the configured parameters
+//! (`auth::password`: they log in with their old passwords, and are rehashed to plain
+//! argon2id on first login). A stolen database thus never holds a bare bcrypt hash, at the
+//! price of one argon2id per user now, computed on the hasher's threads, as many at once as
+//! it has. Rows are streamed and inserted in batches, so a table of any size runs in
+//! constant memory; duplicates are skipped by the unique indexes, which makes a second run
+//! a no-op (though it still pays the hashing). Pending seed OTPs are not imported: they
+//! were stored in clear, and a code is only worth anything for ten minutes anyway.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -13,6 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sqlx::mysql::MySqlPoolOptions;
 
 use crate::admin::CliResult;
+use crate::auth::password::{HashError, PasswordHasher};
 use crate::cli::ImportArgs;
 use crate::domain::{Email, Phone, Username};
 use crate::state::now;
@@ -56,8 +60,16 @@ fn is_bcrypt(hash: &str) -> bool {
     hash.len() == 60 && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
 }
 
-/// Parses one seed row into a user, or says why it cannot be imported.
-fn convert(row: &SeedRow, tally: &mut Tally, at: i64) -> Result<ImportUser, String> {
+/// A row read and, when it can be imported, its hash wrapped.
+struct Converted {
+    id: i64,
+    user: Result<ImportUser, String>,
+    phone_dropped: bool,
+}
+
+/// Parses one seed row into a user, or says why it cannot be imported; the flag says its
+/// phone was dropped. The hash is still the seed's bcrypt.
+fn convert(row: &SeedRow, at: i64) -> Result<(ImportUser, bool), String> {
     let username =
         Username::parse(row.username.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
     let email =
@@ -77,20 +89,42 @@ fn convert(row: &SeedRow, tally: &mut Tally, at: i64) -> Result<ImportUser, Stri
         None => None,
         Some(p) => match Phone::parse(p) {
             Ok(p) => Some(p.as_str().to_owned()),
-            Err(_) => {
-                tally.phones_dropped += 1;
-                None
-            }
+            Err(_) => None,
         },
     };
-    Ok(ImportUser {
-        username: username.as_str().to_owned(),
-        username_norm: username.key().to_owned(),
-        email: email.as_str().to_owned(),
-        email_norm: email.key().to_owned(),
-        phone,
-        password_hash: hash.to_owned(),
-        created_at: at,
+    let phone_dropped =
+        phone.is_none() && row.phone.as_deref().is_some_and(|p| !p.trim().is_empty());
+    Ok((
+        ImportUser {
+            username: username.as_str().to_owned(),
+            username_norm: username.key().to_owned(),
+            email: email.as_str().to_owned(),
+            email_norm: email.key().to_owned(),
+            phone,
+            password_hash: hash.to_owned(),
+            created_at: at,
+        },
+        phone_dropped,
+    ))
+}
+
+/// `convert`, then the bcrypt hash wrapped on a hashing thread.
+async fn prepare(row: SeedRow, hasher: &PasswordHasher, at: i64) -> Result<Converted, HashError> {
+    let (user, phone_dropped) = match convert(&row, at) {
+        Ok((mut user, dropped)) => match hasher.wrap_bcrypt(&user.password_hash).await {
+            Ok(wrapped) => {
+                user.password_hash = wrapped;
+                (Ok(user), dropped)
+            }
+            Err(HashError::NotBcrypt) => (Err("password_hash: is not a bcrypt hash".into()), false),
+            Err(e) => return Err(e),
+        },
+        Err(reason) => (Err(reason), false),
+    };
+    Ok(Converted {
+        id: row.id,
+        user,
+        phone_dropped,
     })
 }
 
@@ -104,6 +138,7 @@ pub async fn run(args: ImportArgs) -> CliResult {
         .await
         .map_err(|e| format!("cannot open --from database: {e}"))?;
     let target = store::connect(&args.database).await?;
+    let hasher = PasswordHasher::new(&args.hashing)?;
     let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(&source)
         .await
@@ -120,7 +155,7 @@ pub async fn run(args: ImportArgs) -> CliResult {
     }
 
     // CONVERT: text columns with binary collations would otherwise arrive as bytes.
-    let mut rows = sqlx::query_as::<_, SeedRow>(
+    let rows = sqlx::query_as::<_, SeedRow>(
         "SELECT CAST(id AS SIGNED) AS id,
                 CONVERT(username USING utf8mb4) AS username,
                 CONVERT(email USING utf8mb4) AS email,
@@ -133,11 +168,22 @@ pub async fn run(args: ImportArgs) -> CliResult {
     // Eight values a user: stay well under every backend's bound-parameter limit.
     let batch_size = args.batch.clamp(1, 2000);
     let at = now();
+    // Rows are read as hashes finish, twice as many in flight as there are hashing threads
+    // so none waits for the next row; in order, so rejections keep their row order. Rows
+    // are read steadily, never left unread long enough for the seed server to give up.
+    let hasher = &hasher;
+    let mut rows = rows
+        .map_err(Box::<dyn std::error::Error>::from)
+        .map_ok(|row| async move { Ok(prepare(row, hasher, at).await?) })
+        .try_buffered(hasher.concurrency() * 2);
     let mut tally = Tally::default();
     let mut batch = Vec::with_capacity(batch_size);
     while let Some(row) = rows.try_next().await? {
         tally.read += 1;
-        match convert(&row, &mut tally, at) {
+        if row.phone_dropped {
+            tally.phones_dropped += 1;
+        }
+        match row.user {
             Ok(user) => batch.push(user),
             Err(reason) => tally.reject(row.id, reason),
         }
