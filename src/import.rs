@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 
 use futures_util::TryStreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sqlx::mysql::MySqlPoolOptions;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 
 use crate::admin::CliResult;
 use crate::auth::password::{HashError, PasswordHasher};
@@ -132,11 +132,19 @@ pub async fn run(args: ImportArgs) -> CliResult {
     if !(args.from.starts_with("mysql:") || args.from.starts_with("mariadb:")) {
         return Err("--from must be the old server's MySQL database, e.g. mysql://root@localhost/auth_system".into());
     }
+    let cannot_open = |e: sqlx::Error| format!("cannot open --from database: {e}");
+    let options: MySqlConnectOptions = args
+        .from
+        .replacen("mariadb:", "mysql:", 1)
+        .parse()
+        .map_err(cannot_open)?;
+    // The seed query streams for as long as the hashing takes: not a slow statement
+    // worth its SQL text at WARN.
     let source = MySqlPoolOptions::new()
         .max_connections(2)
-        .connect(&args.from.replacen("mariadb:", "mysql:", 1))
+        .connect_with(store::quiet_statements(options))
         .await
-        .map_err(|e| format!("cannot open --from database: {e}"))?;
+        .map_err(cannot_open)?;
     let target = store::connect(&args.database).await?;
     let hasher = PasswordHasher::new(&args.hashing)?;
     let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
