@@ -5,8 +5,9 @@
 //! price of one argon2id per user now, computed on the hasher's threads, as many at once as
 //! it has. Rows are streamed and inserted in batches, so a table of any size runs in
 //! constant memory; duplicates are skipped by the unique indexes, which makes a second run
-//! a no-op (though it still pays the hashing). Pending seed OTPs are not imported: they
-//! were stored in clear, and a code is only worth anything for ten minutes anyway.
+//! a no-op (and a quick one: a username already present is skipped before its hash is
+//! wrapped). Pending seed OTPs are not imported: they were stored in clear, and a code is
+//! only worth anything for ten minutes anyway.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -18,7 +19,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use crate::admin::CliResult;
 use crate::auth::password::{HashError, PasswordHasher};
 use crate::cli::ImportArgs;
-use crate::domain::{Email, Phone, Username};
+use crate::domain::{Email, Identifier, Phone, Username};
 use crate::state::now;
 use crate::store::{self, ImportUser};
 
@@ -63,8 +64,16 @@ fn is_bcrypt(hash: &str) -> bool {
 /// A row read and, when it can be imported, its hash wrapped.
 struct Converted {
     id: i64,
-    user: Result<ImportUser, String>,
+    outcome: Outcome,
     phone_dropped: bool,
+}
+
+enum Outcome {
+    Import(ImportUser),
+    /// A user of that name is already here (a second run): skipped before paying for the
+    /// hash, as the unique index would skip it after.
+    Present,
+    Reject(String),
 }
 
 /// Parses one seed row into a user, or says why it cannot be imported; the flag says its
@@ -108,23 +117,43 @@ fn convert(row: &SeedRow, at: i64) -> Result<(ImportUser, bool), String> {
     ))
 }
 
-/// `convert`, then the bcrypt hash wrapped on a hashing thread.
-async fn prepare(row: SeedRow, hasher: &PasswordHasher, at: i64) -> Result<Converted, HashError> {
-    let (user, phone_dropped) = match convert(&row, at) {
-        Ok((mut user, dropped)) => match hasher.wrap_bcrypt(&user.password_hash).await {
+/// `convert`, then, unless the username is already taken, the bcrypt hash wrapped on a
+/// hashing thread.
+async fn prepare(
+    row: SeedRow,
+    target: &dyn store::Store,
+    hasher: &PasswordHasher,
+    at: i64,
+) -> Result<Converted, Box<dyn std::error::Error>> {
+    let (mut user, phone_dropped) = match convert(&row, at) {
+        Ok(converted) => converted,
+        Err(reason) => {
+            return Ok(Converted {
+                id: row.id,
+                outcome: Outcome::Reject(reason),
+                phone_dropped: false,
+            })
+        }
+    };
+    let name = Username::parse(&user.username).map(Identifier::Username)?;
+    let outcome = if target.find_user(&name).await?.is_some() {
+        Outcome::Present
+    } else {
+        match hasher.wrap_bcrypt(&user.password_hash).await {
             Ok(wrapped) => {
                 user.password_hash = wrapped;
-                (Ok(user), dropped)
+                Outcome::Import(user)
             }
-            Err(HashError::NotBcrypt) => (Err("password_hash: is not a bcrypt hash".into()), false),
-            Err(e) => return Err(e),
-        },
-        Err(reason) => (Err(reason), false),
+            Err(HashError::NotBcrypt) => {
+                Outcome::Reject("password_hash: is not a bcrypt hash".into())
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     Ok(Converted {
         id: row.id,
-        user,
-        phone_dropped,
+        phone_dropped: phone_dropped && matches!(outcome, Outcome::Import(_)),
+        outcome,
     })
 }
 
@@ -182,7 +211,7 @@ pub async fn run(args: ImportArgs) -> CliResult {
     let hasher = &hasher;
     let mut rows = rows
         .map_err(Box::<dyn std::error::Error>::from)
-        .map_ok(|row| async move { Ok(prepare(row, hasher, at).await?) })
+        .map_ok(|row| prepare(row, &*target, hasher, at))
         .try_buffered(hasher.concurrency() * 2);
     let mut tally = Tally::default();
     let mut batch = Vec::with_capacity(batch_size);
@@ -191,9 +220,10 @@ pub async fn run(args: ImportArgs) -> CliResult {
         if row.phone_dropped {
             tally.phones_dropped += 1;
         }
-        match row.user {
-            Ok(user) => batch.push(user),
-            Err(reason) => tally.reject(row.id, reason),
+        match row.outcome {
+            Outcome::Import(user) => batch.push(user),
+            Outcome::Present => tally.duplicates += 1,
+            Outcome::Reject(reason) => tally.reject(row.id, reason),
         }
         if batch.len() >= batch_size {
             flush(&*target, &mut batch, &mut tally).await?;
