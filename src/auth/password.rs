@@ -149,11 +149,16 @@ impl Floor {
         }))
     }
 
-    /// The windows, moved on to now. A poisoned lock still holds two durations worth
-    /// keeping.
-    fn windows(&self) -> MutexGuard<'_, FloorWindows> {
+    /// Records one verification's time and returns the floor including it.
+    fn record(&self, took: Duration) -> Duration {
+        self.record_at(Instant::now(), took)
+    }
+
+    /// `record`, the windows first moved on to `now`. A poisoned lock still holds two
+    /// durations worth keeping.
+    fn record_at(&self, now: Instant, took: Duration) -> Duration {
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let elapsed = w.started.elapsed();
+        let elapsed = now.saturating_duration_since(w.started);
         if elapsed >= FLOOR_WINDOW {
             w.previous = if elapsed >= 2 * FLOOR_WINDOW {
                 Duration::ZERO
@@ -161,14 +166,8 @@ impl Floor {
                 w.current
             };
             w.current = Duration::ZERO;
-            w.started = Instant::now();
+            w.started = now;
         }
-        w
-    }
-
-    /// Records one verification's time and returns the floor including it.
-    fn record(&self, took: Duration) -> Duration {
-        let mut w = self.windows();
         w.current = w.current.max(took);
         w.current.max(w.previous)
     }
@@ -930,23 +929,23 @@ mod tests {
             floor.record(Duration::from_millis(20)),
             Duration::from_millis(300)
         );
-        let back = |windows: u32| {
-            let mut w = floor.0.lock().unwrap();
-            w.started = Instant::now()
-                .checked_sub(FLOOR_WINDOW * windows / 2)
-                .unwrap_or(w.started);
-        };
+        let start = floor.0.lock().unwrap().started;
+        let later = |halves: u32| start + FLOOR_WINDOW * halves / 2;
         // One and a half windows on: the previous window still counts.
-        back(3);
         assert_eq!(
-            floor.record(Duration::from_millis(20)),
+            floor.record_at(later(3), Duration::from_millis(20)),
             Duration::from_millis(300)
         );
-        // Two and a half windows later: only what was seen since.
-        back(5);
+        // Another one and a half: the slow check's window is two back, forgotten.
         assert_eq!(
-            floor.record(Duration::from_millis(20)),
+            floor.record_at(later(6), Duration::from_millis(20)),
             Duration::from_millis(20)
+        );
+        // A slow check again, then a quiet spell of over two windows: only what came since.
+        floor.record_at(later(7), Duration::from_millis(300));
+        assert_eq!(
+            floor.record_at(later(12), Duration::from_millis(5)),
+            Duration::from_millis(5)
         );
     }
 
