@@ -27,7 +27,8 @@ pub enum Command {
     User(UserCommand),
     /// Print a user's audit trail.
     Audit(AuditArgs),
-    /// Import the users of the old Python/MySQL server, keeping their bcrypt hashes.
+    /// Import the users of the old Python/MySQL server, their bcrypt hashes wrapped in
+    /// argon2id.
     ImportSeed(ImportArgs),
     /// Validate every setting and check that the database, SMTP server and Redis answer.
     CheckConfig(Box<Settings>),
@@ -106,6 +107,9 @@ pub struct ImportArgs {
     /// The old server's database, e.g. mysql://root@localhost/auth_system.
     #[arg(long)]
     pub from: String,
+    /// The argon2id layer put over each bcrypt hash: the server's parameters.
+    #[command(flatten)]
+    pub hashing: HashSettings,
     /// Users inserted per transaction.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,

@@ -4,112 +4,8 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
+use common::seed::{import, insert, ok_stdout, SeedDb};
 use common::{json, TestApp};
-use rand::Rng;
-use sqlx::{Connection, MySqlConnection};
-
-/// The seed README's schema, verbatim.
-const SEED_SCHEMA: &str = "
-CREATE TABLE users (
-    id INT AUTO_INCREMENT PRIMARY KEY,
-    username VARCHAR(50) UNIQUE NOT NULL,
-    email VARCHAR(100) UNIQUE NOT NULL,
-    phone VARCHAR(20) UNIQUE NOT NULL,
-    password_hash VARCHAR(255) NOT NULL
-);
-
-CREATE TABLE otp_codes (
-    id INT AUTO_INCREMENT PRIMARY KEY,
-    identifier VARCHAR(100) NOT NULL,
-    otp VARCHAR(6) NOT NULL,
-    expiry_time DATETIME NOT NULL
-);
-";
-
-fn mysql_server() -> String {
-    std::env::var("GATEHOUSE_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/".into())
-}
-
-/// A seed database of this test's own on MariaDB, dropped at the end.
-struct SeedDb {
-    name: String,
-    url: String,
-}
-
-impl SeedDb {
-    async fn create() -> (SeedDb, MySqlConnection) {
-        let name = format!("gh_seed_{:016x}", rand::thread_rng().gen::<u64>());
-        let server = mysql_server();
-        let mut admin = MySqlConnection::connect(&server)
-            .await
-            .expect("MariaDB for the seed");
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let url = format!("{}{name}", server.trim_end_matches('/').to_owned() + "/");
-        let mut conn = MySqlConnection::connect(&url).await.unwrap();
-        sqlx::raw_sql(SEED_SCHEMA).execute(&mut conn).await.unwrap();
-        (SeedDb { name, url }, conn)
-    }
-}
-
-impl Drop for SeedDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let server = mysql_server();
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    if let Ok(mut c) = MySqlConnection::connect(&server).await {
-                        let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name}"))
-                            .execute(&mut c)
-                            .await;
-                    }
-                });
-            }
-        })
-        .join();
-    }
-}
-
-fn import(app: &TestApp, from: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["import-seed", "--from", from])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", app.db_url())
-        .current_dir(app.dir())
-        .output()
-        .expect("run gatehouse import-seed")
-}
-
-fn ok_stdout(out: &Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-async fn insert(conn: &mut MySqlConnection, username: &str, email: &str, phone: &str, hash: &str) {
-    sqlx::query("INSERT INTO users (username, email, phone, password_hash) VALUES (?, ?, ?, ?)")
-        .bind(username)
-        .bind(email)
-        .bind(phone)
-        .bind(hash)
-        .execute(conn)
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn seed_users_are_imported_once_and_log_in_with_their_old_passwords() {
@@ -167,7 +63,7 @@ async fn seed_users_are_imported_once_and_log_in_with_their_old_passwords() {
         )
         .await;
     assert_eq!(pre.status(), 201);
-    let out = ok_stdout(&import(&app, &seed.url));
+    let out = ok_stdout(&import(&app, &seed.url, &[]));
     assert!(
         out.contains("read 7 seed users: imported 3, skipped 1 as duplicates, rejected 3"),
         "{out}"
@@ -180,7 +76,7 @@ async fn seed_users_are_imported_once_and_log_in_with_their_old_passwords() {
         "{out}"
     );
 
-    let again = ok_stdout(&import(&app, &seed.url));
+    let again = ok_stdout(&import(&app, &seed.url, &[]));
     assert!(
         again.contains("imported 0, skipped 4 as duplicates"),
         "{again}"
@@ -216,6 +112,69 @@ async fn seed_users_are_imported_once_and_log_in_with_their_old_passwords() {
     assert_eq!(app.login("Maria.K", "hunter2hunter2").await.status(), 200);
 }
 
+/// The stored hash of the user `identifier` names, read straight from the database.
+async fn stored_hash(app: &TestApp, identifier: &str) -> String {
+    let store = gatehouse::store::connect(&gatehouse::config::DatabaseSettings {
+        database_url: app.db_url(),
+        database_max_connections: 2,
+        database_read_connections: 2,
+        database_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let ident = gatehouse::domain::Identifier::parse(identifier).unwrap();
+    store
+        .find_user(&ident)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash
+}
+
+#[tokio::test]
+async fn an_imported_user_is_stored_wrapped_and_rehashed_to_plain_argon2id_on_login() {
+    let (seed, mut conn) = SeedDb::create().await;
+    let legacy = bcrypt::hash("Secure@123", 4).unwrap();
+    insert(
+        &mut conn,
+        "user123",
+        "user@example.com",
+        "+1234567890",
+        &legacy,
+    )
+    .await;
+    let app = TestApp::spawn().await;
+    let out = ok_stdout(&import(&app, &seed.url, &[]));
+    assert!(out.contains("imported 1,"), "{out}");
+
+    // No bare bcrypt in the database: its setting, then argon2id over the whole bcrypt
+    // hash at the configured parameters.
+    let wrapped = stored_hash(&app, "user123").await;
+    assert!(
+        wrapped.starts_with(&format!(
+            "$gh-wrap{}$argon2id$v=19$m=1024,t=1,p=1,data=YmNyeXB0$",
+            &legacy[..29]
+        )),
+        "{wrapped}"
+    );
+    assert!(!wrapped.contains(&legacy[29..]), "{wrapped}");
+
+    // A wrong password changes nothing; the old one logs in and leaves a plain hash.
+    assert_eq!(app.login("user123", "Secure@124").await.status(), 401);
+    assert_eq!(stored_hash(&app, "user123").await, wrapped);
+    assert_eq!(
+        app.login("user@example.com", "Secure@123").await.status(),
+        200
+    );
+    let plain = stored_hash(&app, "user123").await;
+    assert!(
+        plain.starts_with("$argon2id$v=19$m=1024,t=1,p=1,data=bmZrYw$"),
+        "{plain}"
+    );
+    assert_eq!(app.login("user123", "Secure@123").await.status(), 200);
+    assert_eq!(stored_hash(&app, "user123").await, plain);
+}
+
 #[tokio::test]
 async fn a_hundred_thousand_seed_rows_stream_through() {
     let (seed, mut conn) = SeedDb::create().await;
@@ -237,7 +196,10 @@ async fn a_hundred_thousand_seed_rows_stream_through() {
 
     let app = TestApp::spawn().await;
     let started = std::time::Instant::now();
-    let out = ok_stdout(&import(&app, &seed.url));
+    // The argon2id layer at its smallest (8 KiB, one pass): this test is about streaming
+    // rows, and 100,000 hashes at even the harness's parameters would take a minute.
+    let cheapest = [("ARGON2_MEMORY_KIB", "8")];
+    let out = ok_stdout(&import(&app, &seed.url, &cheapest));
     eprintln!("imported 100,000 rows in {:?}", started.elapsed());
     assert!(
         out.contains(
@@ -246,7 +208,7 @@ async fn a_hundred_thousand_seed_rows_stream_through() {
         "{out}"
     );
     assert_eq!(app.login("bulk99999", "bulk password").await.status(), 200);
-    let again = ok_stdout(&import(&app, &seed.url));
+    let again = ok_stdout(&import(&app, &seed.url, &cheapest));
     assert!(
         again.contains("imported 0, skipped 100000 as duplicates"),
         "{again}"

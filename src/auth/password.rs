@@ -1,5 +1,24 @@
-//! Password hashing: argon2id for everything new, bcrypt verification for hashes imported
-//! from the seed, and rehash-on-login for anything weaker than configured.
+//! Password hashing: argon2id for everything new, the seed's bcrypt hashes wrapped in
+//! argon2id, rehash-on-login for anything weaker than configured, and the floor that keeps
+//! a failed login's timing from telling which hash (if any) it was checked against.
+//!
+//! Wrapped bcrypt (OWASP Password Storage Cheat Sheet, "Upgrading Legacy Hashes"):
+//! `import-seed` does not store the old server's bcrypt hashes as they are, but argon2id
+//! computed over them, in the self-describing form
+//!
+//! ```text
+//! $gh-wrap$2b$12$<22-char bcrypt salt>$argon2id$v=19$m=…,t=…,p=…,data=YmNyeXB0$<salt>$<hash>
+//! ```
+//!
+//! that is `$gh-wrap`, then the bcrypt setting as crypt(3) writes it (variant, cost,
+//! salt: what is needed to recompute the bcrypt step), then a standard argon2id PHC string
+//! whose input is the whole 60-character bcrypt hash and whose associated data is `bcrypt`
+//! (`data=YmNyeXB0`). To verify, bcrypt the password as typed under that setting, then
+//! verify the argon2id layer over the result; editing the setting changes the bcrypt
+//! output and so fails the argon2id check. A stolen database then holds no bare bcrypt,
+//! and the first successful login replaces the wrapped hash with a plain argon2id one.
+//! Bare bcrypt hashes already stored by an older import still verify and are rehashed the
+//! same way.
 //!
 //! New hashes are computed over the password in Unicode NFKC (`Password::normalised`), and
 //! say so: their PHC string carries argon2's associated data `data=bmZrYw` (`nfkc`, see
@@ -22,10 +41,11 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Ident, Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, AssociatedData, Block, Params, ParamsBuilder, Version};
+use base64::Engine as _;
 use rand::rngs::OsRng;
 use tokio::sync::oneshot;
 use unicode_normalization::UnicodeNormalization;
@@ -41,6 +61,18 @@ use crate::domain::Password;
 /// marker breaks the hash rather than changing how the password is read.
 const NORMALISED: &[u8] = b"nfkc";
 
+/// What a wrapped bcrypt hash starts with (see the module header).
+const WRAPPED: &str = "$gh-wrap";
+/// Associated data of a wrapped hash's argon2id layer: says its input is a bcrypt hash,
+/// not a password, so the layer alone can never pass for a password hash.
+const WRAPPED_DATA: &[u8] = b"bcrypt";
+/// `$2b$12$` and the 22-character salt.
+const BCRYPT_SETTING_LEN: usize = 29;
+
+/// How long the failure floor remembers a slow verification: it is the slowest seen in
+/// the current window or the one before, so between one and two of these.
+const FLOOR_WINDOW: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("argon2: {0}")]
@@ -49,6 +81,8 @@ pub enum HashError {
     Failed,
     #[error("could not start hashing threads: {0}")]
     Spawn(#[from] std::io::Error),
+    #[error("not a bcrypt hash")]
+    NotBcrypt,
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -58,6 +92,20 @@ pub struct Verified {
     /// The stored hash is bcrypt, weaker argon2 than configured, or computed over the
     /// password as typed rather than normalised: store a new one.
     pub needs_rehash: bool,
+}
+
+/// The earliest moment a failed login may be answered: when the verification started plus
+/// the slowest verification seen lately (`Floor`). Failures answered then take the same
+/// time whichever hash they were checked against — a wrapped bcrypt one (bcrypt plus
+/// argon2id), an old argon2 one weaker than the dummy, or the dummy for no account.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureHold(Instant);
+
+impl FailureHold {
+    /// Waits until the failure may be answered.
+    pub async fn wait(self) {
+        tokio::time::sleep_until(self.0.into()).await;
+    }
 }
 
 pub struct PasswordHasher {
@@ -71,6 +119,58 @@ pub struct PasswordHasher {
 
 struct Inner {
     params: Params,
+    /// The configured parameters with `WRAPPED_DATA` instead of the `NORMALISED` marker.
+    wrap_params: Params,
+    floor: Floor,
+}
+
+/// The slowest verification seen lately, kept per window of `FLOOR_WINDOW`: the floor is
+/// the larger of the current and the previous window's maximum, so it follows the slowest
+/// stored format in use (a wrapped bcrypt user's check, or the dummy after `ARGON2_*` was
+/// raised) and forgets a one-off outlier (a check slowed by a busy machine) within two
+/// windows. Every verification raises it, successful or not, known user or not: the
+/// floor is one number for every identifier at a given moment, so holding a failure to it
+/// says nothing about the identifier asked for. Only the first check of a format slower
+/// than any seen in the last window or two shows its own cost, once.
+struct Floor(Mutex<FloorWindows>);
+
+struct FloorWindows {
+    started: Instant,
+    current: Duration,
+    previous: Duration,
+}
+
+impl Floor {
+    fn new() -> Floor {
+        Floor(Mutex::new(FloorWindows {
+            started: Instant::now(),
+            current: Duration::ZERO,
+            previous: Duration::ZERO,
+        }))
+    }
+
+    /// Records one verification's time and returns the floor including it.
+    fn record(&self, took: Duration) -> Duration {
+        self.record_at(Instant::now(), took)
+    }
+
+    /// `record`, the windows first moved on to `now`. A poisoned lock still holds two
+    /// durations worth keeping.
+    fn record_at(&self, now: Instant, took: Duration) -> Duration {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(w.started);
+        if elapsed >= FLOOR_WINDOW {
+            w.previous = if elapsed >= 2 * FLOOR_WINDOW {
+                Duration::ZERO
+            } else {
+                w.current
+            };
+            w.current = Duration::ZERO;
+            w.started = now;
+        }
+        w.current = w.current.max(took);
+        w.current.max(w.previous)
+    }
 }
 
 /// A hashing thread's own argon2 working memory, grown on first use and kept.
@@ -91,7 +191,18 @@ impl PasswordHasher {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let inner = Arc::new(Inner { params });
+        let wrap_params = ParamsBuilder::new()
+            .m_cost(settings.argon2_memory_kib)
+            .t_cost(settings.argon2_iterations)
+            .p_cost(settings.argon2_parallelism)
+            .data(AssociatedData::new(WRAPPED_DATA).map_err(argon2)?)
+            .build()
+            .map_err(argon2)?;
+        let inner = Arc::new(Inner {
+            params,
+            wrap_params,
+            floor: Floor::new(),
+        });
         let dummy_hash = inner.dummy()?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -122,23 +233,51 @@ impl PasswordHasher {
             .await?
     }
 
+    /// Wraps a bcrypt hash in argon2id at the configured parameters (see the module
+    /// header), on a hashing thread. `NotBcrypt` if `bcrypt` is not a well-formed
+    /// `$2a$`/`$2b$`/`$2y$` hash.
+    pub async fn wrap_bcrypt(&self, bcrypt: &str) -> Result<String, HashError> {
+        let bcrypt = Zeroizing::new(bcrypt.to_owned());
+        self.run(move |inner, blocks| inner.wrap(&bcrypt, blocks))
+            .await?
+    }
+
     /// Checks `password` against `stored`, or against the dummy hash when there is no
-    /// user, so both cases cost one hash.
+    /// user, so that "no such user" costs a hash at the configured parameters.
     pub async fn verify(
         &self,
         password: &Password,
         stored: Option<&str>,
     ) -> Result<Verified, HashError> {
+        Ok(self.verify_held(password, stored).await?.0)
+    }
+
+    /// `verify`, and when a failure may be answered so that its timing tells nothing about
+    /// the stored hash (see `Floor`). What the hold is measured from is when the check
+    /// started on its thread, so waiting in the queue is not counted twice.
+    pub async fn verify_held(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<(Verified, FailureHold), HashError> {
         let exists = stored.is_some();
         let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
         let password = password.clone();
-        let verdict = self
-            .run(move |inner, blocks| inner.verify(&password, &stored, blocks))
+        let (verdict, hold) = self
+            .run(move |inner, blocks| {
+                let started = Instant::now();
+                let verdict = inner.verify(&password, &stored, blocks);
+                let floor = inner.floor.record(started.elapsed());
+                (verdict, FailureHold(started + floor))
+            })
             .await?;
-        Ok(Verified {
-            ok: verdict.ok && exists,
-            needs_rehash: verdict.needs_rehash && exists,
-        })
+        Ok((
+            Verified {
+                ok: verdict.ok && exists,
+                needs_rehash: verdict.needs_rehash && exists,
+            },
+            hold,
+        ))
     }
 
     /// One hash on the calling thread through the same code path as the pool's threads
@@ -249,7 +388,43 @@ impl Inner {
             .map_err(|e| HashError::Argon2(e.to_string()))?;
         let mut out = [0u8; 32];
         self.compute(&self.params, password.as_bytes(), salt_raw, &mut out, buf)?;
-        self.phc(&salt, &out)
+        Self::phc(&self.params, &salt, &out)
+    }
+
+    /// `$gh-wrap`, the bcrypt setting, and argon2id over the whole bcrypt hash.
+    fn wrap(&self, bcrypt: &str, buf: &mut Blocks) -> Result<String, HashError> {
+        let (setting, hash) = (
+            bcrypt.get(..BCRYPT_SETTING_LEN),
+            bcrypt.get(BCRYPT_SETTING_LEN..),
+        );
+        let (Some(setting), Some(hash)) = (setting, hash) else {
+            return Err(HashError::NotBcrypt);
+        };
+        // Both parts must decode (canonically: the engine refuses stray trailing bits),
+        // or the bcrypt step could never reproduce this string at login.
+        let decoded = bcrypt::BASE_64
+            .decode(hash)
+            .map_err(|_| HashError::NotBcrypt)?;
+        if BcryptSetting::parse(setting).is_none() || decoded.len() != 23 {
+            return Err(HashError::NotBcrypt);
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_bytes = [0u8; 64];
+        let salt_raw = salt
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| HashError::Argon2(e.to_string()))?;
+        let mut out = [0u8; 32];
+        self.compute(
+            &self.wrap_params,
+            bcrypt.as_bytes(),
+            salt_raw,
+            &mut out,
+            buf,
+        )?;
+        Ok(format!(
+            "{WRAPPED}{setting}{}",
+            Self::phc(&self.wrap_params, &salt, &out)?
+        ))
     }
 
     /// A well-formed hash with the configured parameters that no password matches: a
@@ -259,14 +434,14 @@ impl Inner {
         let salt = SaltString::generate(&mut OsRng);
         let mut out = [0u8; 32];
         rand::RngCore::fill_bytes(&mut OsRng, &mut out);
-        self.phc(&salt, &out)
+        Self::phc(&self.params, &salt, &out)
     }
 
-    fn phc(&self, salt: &SaltString, out: &[u8]) -> Result<String, HashError> {
+    fn phc(params: &Params, salt: &SaltString, out: &[u8]) -> Result<String, HashError> {
         let phc = PasswordHash {
             algorithm: Algorithm::Argon2id.ident(),
             version: Some(Version::V0x13.into()),
-            params: (&self.params)
+            params: params
                 .try_into()
                 .map_err(|e: argon2::password_hash::Error| HashError::Argon2(e.to_string()))?,
             salt: Some(salt.as_salt()),
@@ -276,6 +451,14 @@ impl Inner {
     }
 
     fn verify(&self, password: &Password, stored: &str, buf: &mut Blocks) -> Verified {
+        if let Some(wrapped) = stored.strip_prefix(WRAPPED) {
+            // Correct or not, a wrapped hash is due for replacement by a plain one; a
+            // malformed one never verifies.
+            return Verified {
+                ok: self.verify_wrapped(password, wrapped, buf).unwrap_or(false),
+                needs_rehash: true,
+            };
+        }
         if stored.starts_with("$2") {
             // The seed's bcrypt hashes, over the password as typed: correct ones always
             // move to argon2id.
@@ -316,6 +499,25 @@ impl Inner {
         }
     }
 
+    /// `wrapped` is what follows `$gh-wrap`: the bcrypt setting, then the argon2id layer.
+    /// `None` when it is malformed.
+    fn verify_wrapped(&self, password: &Password, wrapped: &str, buf: &mut Blocks) -> Option<bool> {
+        let setting = BcryptSetting::parse(wrapped.get(..BCRYPT_SETTING_LEN)?)?;
+        let layer = PasswordHash::new(wrapped.get(BCRYPT_SETTING_LEN..)?).ok()?;
+        let params = Params::try_from(&layer).ok()?;
+        if layer.algorithm != Algorithm::Argon2id.ident() || params.data() != WRAPPED_DATA {
+            return None;
+        }
+        // bcrypt over the password as typed, as the old server hashed it (its first 72
+        // bytes: bcrypt's own limit, as for a bare bcrypt hash).
+        let bcrypt = Zeroizing::new(
+            bcrypt::hash_with_salt(password.expose(), setting.cost, setting.salt)
+                .ok()?
+                .format_for_version(setting.version),
+        );
+        self.verify_argon2(&bcrypt, &layer, buf).ok()
+    }
+
     fn verify_argon2(
         &self,
         password: &str,
@@ -346,6 +548,35 @@ impl Inner {
         .map_err(|e| HashError::Argon2(e.to_string()))?;
         // Output's equality is constant-time.
         Ok(Output::new(&out).map_err(|e| HashError::Argon2(e.to_string()))? == expected)
+    }
+}
+
+/// The setting part of a bcrypt hash, `$2b$12$<22-char salt>`: what a wrapped hash keeps
+/// to recompute the bcrypt step.
+struct BcryptSetting {
+    version: bcrypt::Version,
+    cost: u32,
+    salt: [u8; 16],
+}
+
+impl BcryptSetting {
+    fn parse(setting: &str) -> Option<BcryptSetting> {
+        let version = match setting.get(..4)? {
+            "$2a$" => bcrypt::Version::TwoA,
+            "$2b$" => bcrypt::Version::TwoB,
+            "$2y$" => bcrypt::Version::TwoY,
+            _ => return None,
+        };
+        let cost = setting.get(4..6)?;
+        if !cost.bytes().all(|b| b.is_ascii_digit()) || setting.get(6..7)? != "$" {
+            return None;
+        }
+        let salt = bcrypt::BASE_64.decode(setting.get(7..)?).ok()?;
+        Some(BcryptSetting {
+            version,
+            cost: cost.parse().ok()?,
+            salt: salt.try_into().ok()?,
+        })
     }
 }
 
@@ -527,6 +758,194 @@ mod tests {
                 ok: true,
                 needs_rehash: true
             }
+        );
+    }
+
+    /// A seed-style bcrypt hash (cost 4: the format, not the cost, is under test).
+    fn seed_bcrypt(password: &str) -> String {
+        bcrypt::hash(password, 4).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_bcrypt_hash_keeps_the_bcrypt_setting_and_an_argon2id_layer() {
+        let h = hasher(1024, 1);
+        let legacy = seed_bcrypt("Secure@123");
+        let wrapped = h.wrap_bcrypt(&legacy).await.unwrap();
+        let rest = wrapped.strip_prefix("$gh-wrap").unwrap();
+        // The setting, as crypt(3) writes it: variant, cost, salt.
+        assert_eq!(&rest[..29], &legacy[..29], "{wrapped}");
+        // Then a standard PHC string at the configured parameters, marked as over bcrypt.
+        let layer = PasswordHash::new(&rest[29..]).unwrap();
+        assert_eq!(layer.algorithm, Algorithm::Argon2id.ident());
+        let params = Params::try_from(&layer).unwrap();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (1024, 1, 1)
+        );
+        assert_eq!(params.data(), b"bcrypt");
+        assert!(rest[29..].starts_with("$argon2id$v=19$m=1024,t=1,p=1,data=YmNyeXB0$"));
+        // The bcrypt output itself is not stored.
+        assert!(!wrapped.contains(&legacy[29..]), "{wrapped}");
+        // Any argon2 implementation can check the layer against the bcrypt hash.
+        assert!(Argon2::default()
+            .verify_password(legacy.as_bytes(), &layer)
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_bcrypt_hash_verifies_the_old_password_and_asks_for_rehash() {
+        let h = hasher(1024, 1);
+        for variant in ["$2a$", "$2b$", "$2y$"] {
+            // The variants differ only in their name: one computation, three spellings.
+            let legacy = seed_bcrypt("Secure@123").replacen("$2b$", variant, 1);
+            let wrapped = h.wrap_bcrypt(&legacy).await.unwrap();
+            let v = h.verify(&pw("Secure@123"), Some(&wrapped)).await.unwrap();
+            assert_eq!(
+                v,
+                Verified {
+                    ok: true,
+                    needs_rehash: true
+                },
+                "{wrapped}"
+            );
+            for wrong in ["Secure@124", "secure@123", "Secure@1234"] {
+                let v = h.verify(&pw(wrong), Some(&wrapped)).await.unwrap();
+                assert!(!v.ok, "{wrong}");
+            }
+        }
+        // As the password typed, like bare bcrypt: the NFKC spelling is another password.
+        let nfd = "cafe\u{301} au lait";
+        let wrapped = h.wrap_bcrypt(&seed_bcrypt(nfd)).await.unwrap();
+        assert!(h.verify(&pw(nfd), Some(&wrapped)).await.unwrap().ok);
+        assert!(
+            !h.verify(&pw("caf\u{e9} au lait"), Some(&wrapped))
+                .await
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tampered_wrapped_hash_never_verifies() {
+        let h = hasher(1024, 1);
+        let legacy = seed_bcrypt("Secure@123");
+        let wrapped = h.wrap_bcrypt(&legacy).await.unwrap();
+        let setting_end = "$gh-wrap".len() + 29;
+        let salt_char = |c: u8| {
+            let mut b = wrapped.clone().into_bytes();
+            let i = "$gh-wrap$2b$04$".len() + 3;
+            b[i] = if b[i] == c { b'A' } else { c };
+            String::from_utf8(b).unwrap()
+        };
+        let last = |s: &str| {
+            let mut b = s.as_bytes().to_vec();
+            let i = b.len() - 2;
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        };
+        let tampered = [
+            // The bcrypt setting: cost, variant, a salt character.
+            wrapped.replacen("$2b$04$", "$2b$05$", 1),
+            wrapped.replacen("$2b$04$", "$2a$04$", 1),
+            salt_char(b'z'),
+            // The argon2id layer: its output, its parameters, its marker.
+            last(&wrapped),
+            wrapped.replacen("t=1", "t=2", 1),
+            wrapped.replacen(",data=YmNyeXB0", "", 1),
+            wrapped.replacen("data=YmNyeXB0", "data=bmZrYw", 1),
+            // Structure: a layer alone, a setting alone, a cut, another prefix.
+            wrapped[setting_end..].to_owned(),
+            wrapped[..setting_end].to_owned(),
+            wrapped[..wrapped.len() - 10].to_owned(),
+            wrapped.replacen("$gh-wrap$", "$gh-wrap$$", 1),
+            wrapped.replacen("$argon2id$", "$argon2i$", 1),
+            "$gh-wrap".to_owned(),
+        ];
+        for t in &tampered {
+            assert_ne!(t, &wrapped);
+            let v = h.verify(&pw("Secure@123"), Some(t)).await.unwrap();
+            assert!(!v.ok, "{t}");
+        }
+        // And the untouched one still does.
+        assert!(
+            h.verify(&pw("Secure@123"), Some(&wrapped))
+                .await
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[tokio::test]
+    async fn only_well_formed_bcrypt_is_wrapped() {
+        let h = hasher(1024, 1);
+        let legacy = seed_bcrypt("Secure@123");
+        for bad in [
+            "Secure@123".to_owned(),
+            legacy[..59].to_owned(),
+            legacy.replacen("$2b$", "$2x$", 1),
+            legacy.replacen("$04$", "$4$$", 1),
+            format!("{}!", &legacy[..59]),
+            String::new(),
+        ] {
+            assert!(
+                matches!(h.wrap_bcrypt(&bad).await, Err(HashError::NotBcrypt)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_held_to_the_slowest_recent_verification() {
+        let h = hasher(1024, 1);
+        let wrapped = h.wrap_bcrypt(&seed_bcrypt("Secure@123")).await.unwrap();
+        // A slow check (bcrypt, then argon2id) raises the floor...
+        let (v, _) = h
+            .verify_held(&pw("wrong password"), Some(&wrapped))
+            .await
+            .unwrap();
+        assert!(!v.ok);
+        let floor = h.inner.floor.record(Duration::ZERO);
+        assert!(floor > Duration::ZERO);
+        // ... and a cheaper one (the dummy) is held to it, measured from its own start.
+        let started = Instant::now();
+        let (v, hold) = h.verify_held(&pw("wrong password"), None).await.unwrap();
+        assert!(!v.ok);
+        hold.wait().await;
+        assert!(
+            started.elapsed() >= floor,
+            "{:?} < {floor:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn the_floor_forgets_a_slow_check_after_one_to_two_windows() {
+        let floor = Floor::new();
+        assert_eq!(
+            floor.record(Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            floor.record(Duration::from_millis(20)),
+            Duration::from_millis(300)
+        );
+        let start = floor.0.lock().unwrap().started;
+        let later = |halves: u32| start + FLOOR_WINDOW * halves / 2;
+        // One and a half windows on: the previous window still counts.
+        assert_eq!(
+            floor.record_at(later(3), Duration::from_millis(20)),
+            Duration::from_millis(300)
+        );
+        // Another one and a half: the slow check's window is two back, forgotten.
+        assert_eq!(
+            floor.record_at(later(6), Duration::from_millis(20)),
+            Duration::from_millis(20)
+        );
+        // A slow check again, then a quiet spell of over two windows: only what came since.
+        floor.record_at(later(7), Duration::from_millis(300));
+        assert_eq!(
+            floor.record_at(later(12), Duration::from_millis(5)),
+            Duration::from_millis(5)
         );
     }
 

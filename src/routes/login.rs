@@ -1,8 +1,9 @@
 //! `POST /login`: check a password and open a session.
 //!
 //! Unknown identifier, wrong password and disabled account give the same 401 after the
-//! same work (one hash, against a dummy when there is no user), so neither the answer nor
-//! its timing tells which accounts exist.
+//! same work (one hash, against a dummy when there is no user), held until the slowest
+//! verification seen lately has had time to run (whatever format the stored hash is in),
+//! so neither the answer nor its timing tells which accounts exist.
 
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
@@ -104,15 +105,18 @@ async fn login(
     .await?;
     let known_id = found.as_ref().map(|u| u.id);
     let user = found.filter(|u| u.disabled_at.is_none());
-    let verdict = state
+    let (verdict, hold) = state
         .hasher
-        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify_held(&password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await
         .map_err(ApiError::internal)?;
     let Some(user) = user.filter(|_| verdict.ok) else {
         tracing::info!("login failed");
         metrics::counter!("gatehouse_logins_total", "result" => "failed").increment(1);
         audit(&state, "login_failed", known_id, &meta).await;
+        // A wrapped bcrypt hash costs more than the dummy, an older argon2 one less: the
+        // refusal waits for the same floor either way. Success is not held.
+        hold.wait().await;
         return Err(ApiError::InvalidCredentials);
     };
     state

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::seed::{import, insert, ok_stdout, SeedDb};
 use crate::common::{extract_code, TestApp, DELIVERY_TIMEOUT};
 
 const PASSWORD: &str = "correct horse battery";
@@ -152,4 +153,70 @@ async fn a_bad_reset_token_takes_as_long_for_an_account_as_for_none() {
         },
     )
     .await;
+}
+
+/// A failed login of a user imported from the old server: bcrypt (cost 10 here, some 60 ms;
+/// the seed's were 12) then argon2id, against the dummy's argon2id alone for no account.
+#[tokio::test]
+async fn a_failed_login_takes_as_long_for_an_imported_bcrypt_user_as_for_no_account() {
+    let (seed, mut conn) = SeedDb::create().await;
+    let legacy = bcrypt::hash(PASSWORD, 10).unwrap();
+    insert(
+        &mut conn,
+        "alice",
+        "alice@example.com",
+        "+15550000001",
+        &legacy,
+    )
+    .await;
+    let app = TestApp::spawn().await;
+    let out = ok_stdout(&import(&app, &seed.url, &[]));
+    assert!(out.contains("imported 1,"), "{out}");
+    compare(
+        "/login, imported bcrypt user",
+        |_| async {
+            app.login("alice@example.com", "wrong password")
+                .await
+                .status()
+                .as_u16()
+        },
+        |i| {
+            let who = format!("nobody{i}@example.com");
+            let app = &app;
+            async move { app.login(&who, "wrong password").await.status().as_u16() }
+        },
+    )
+    .await;
+}
+
+/// A failed login of a user hashed before `ARGON2_ITERATIONS` was raised (one pass, not yet
+/// rehashed), against the dummy at the new parameters (eight passes) for no account.
+#[tokio::test]
+async fn a_failed_login_takes_as_long_for_a_user_hashed_with_weaker_parameters_as_for_no_account() {
+    let mut app = TestApp::spawn().await;
+    assert_eq!(app.env_value("ARGON2_ITERATIONS").as_deref(), Some("1"));
+    assert_eq!(
+        app.register("alice", "alice@example.com", None, PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    app.restart_with(&[("ARGON2_ITERATIONS", "8")]).await;
+    compare(
+        "/login, weaker hash",
+        |_| async {
+            app.login("alice@example.com", "wrong password")
+                .await
+                .status()
+                .as_u16()
+        },
+        |i| {
+            let who = format!("nobody{i}@example.com");
+            let app = &app;
+            async move { app.login(&who, "wrong password").await.status().as_u16() }
+        },
+    )
+    .await;
+    // The right password still logs in (and the hash is brought up to date).
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 200);
 }

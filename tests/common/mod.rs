@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod seed;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -1063,6 +1064,16 @@ impl TestApp {
         if let Err(output) = self.start_process().await {
             panic!("gatehouse did not restart:\n{output}");
         }
+    }
+
+    /// `restart`, with `overrides` applied to the settings first (later wins), e.g. to
+    /// raise `ARGON2_ITERATIONS` over a database hashed under the old value.
+    pub async fn restart_with(&mut self, overrides: &[(&str, &str)]) {
+        for (key, value) in overrides {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push((key.to_string(), value.to_string()));
+        }
+        self.restart().await;
     }
 
     /// Non-blocking check whether the process has exited; remembers the status.
