@@ -95,7 +95,7 @@ async fn made_up_methods_are_refused_and_never_become_metric_labels() {
     let (status, body) = json(resp).await;
     assert_eq!(
         (status, body),
-        (501, json!({"error": "Method not implemented"}))
+        (405, json!({"error": "Method not allowed"}))
     );
 
     let after = app.admin_get("/metrics").await.text().await.unwrap();
