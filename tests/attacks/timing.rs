@@ -10,8 +10,10 @@ use crate::common::{extract_code, TestApp, DELIVERY_TIMEOUT};
 
 const PASSWORD: &str = "correct horse battery";
 const SAMPLES: usize = 40;
-/// Largest difference between the medians that counts as noise. The leaks this catches
-/// were 1.4 to 6.7 ms on the server databases (one commit).
+/// Largest difference between the medians that counts as noise, or 5 % of the larger
+/// median when that is more. The leaks this catches
+/// were 1.4 to 6.7 ms on the server databases (one commit), and 94 ms for a failed login
+/// against a bcrypt hash.
 const TOLERANCE: Duration = Duration::from_micros(1000);
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -63,8 +65,11 @@ where
     let mk = median(k.iter().map(|x| x.0).collect());
     let mu = median(u.iter().map(|x| x.0).collect());
     let diff = mk.abs_diff(mu);
+    // Answers held to a floor of a hundred milliseconds or more (a failed login against
+    // bcrypt) jitter with the scheduler by a few per cent of the floor on a loaded machine.
+    let tolerance = TOLERANCE.max(mk.max(mu) / 20);
     assert!(
-        diff <= TOLERANCE,
+        diff <= tolerance,
         "{what}: median {mk:?} with an account, {mu:?} without ({diff:?} apart)"
     );
 }
