@@ -1,6 +1,7 @@
-//! Password hashing: argon2id for everything new, the seed's bcrypt hashes wrapped in
-//! argon2id, rehash-on-login for anything weaker than configured, and the floor that keeps
-//! a failed login's timing from telling which hash (if any) it was checked against.
+//! Password hashing: argon2id for everything new, the seed's bcrypt hashes and argon2
+//! hashes weaker than configured wrapped in argon2id, rehash-on-login for anything weaker
+//! than configured, and the floor that keeps a failed login's timing from telling which
+//! hash (if any) it was checked against.
 //!
 //! Wrapped bcrypt (OWASP Password Storage Cheat Sheet, "Upgrading Legacy Hashes"):
 //! `import-seed` does not store the old server's bcrypt hashes as they are, but argon2id
