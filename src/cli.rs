@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `user …`, `audit`, `import-seed`, `check-config`,
-//! `hash-bench`. Every setting is also an environment variable (see `gatehouse serve
+//! The command line: `serve`, `migrate`, `user …`, `audit`, `import-seed`,
+//! `upgrade-hashes`, `check-config`, `hash-bench`. Every setting is also an environment variable (see `gatehouse serve
 //! --help`).
 
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +30,10 @@ pub enum Command {
     /// Import the users of the old Python/MySQL server, their bcrypt hashes wrapped in
     /// argon2id.
     ImportSeed(ImportArgs),
+    /// Wrap argon2 hashes weaker than ARGON2_* in argon2id at those parameters and rewrite
+    /// email keys stored under the old rule, in place; prints what it did. Safe to run
+    /// beside live servers and to interrupt.
+    UpgradeHashes(UpgradeArgs),
     /// Validate every setting and check that the database, SMTP server and Redis answer.
     CheckConfig(Box<Settings>),
     /// Time one password hash through the server's own code path, single-threaded.
@@ -98,6 +102,15 @@ pub struct AuditArgs {
     pub limit: u32,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// The parameters hashes are compared with and wrapped at: the server's.
+    #[command(flatten)]
+    pub hashing: HashSettings,
 }
 
 #[derive(Args, Debug)]

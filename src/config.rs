@@ -171,6 +171,12 @@ pub struct Settings {
     /// On SIGTERM/ctrl-c, how long in-flight requests get to finish.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
+
+    /// At start, upgrade stored users in the background, one at a time: wrap argon2 hashes
+    /// weaker than ARGON2_* and rewrite email keys stored under the old rule (what
+    /// `gatehouse upgrade-hashes` does).
+    #[arg(long, env = "HASH_UPGRADE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hash_upgrade_on_start: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

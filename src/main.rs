@@ -55,6 +55,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             telemetry::init_quiet();
             gatehouse::import::run(args).await?;
         }
+        Command::UpgradeHashes(args) => {
+            telemetry::init_quiet();
+            gatehouse::admin::upgrade_hashes(args).await?;
+        }
         Command::CheckConfig(settings) => {
             telemetry::init_quiet();
             gatehouse::admin::check_config(*settings).await?;

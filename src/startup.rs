@@ -156,6 +156,10 @@ impl Application {
             .map(|_| tokio::spawn(worker.clone().run(stop_rx.clone())))
             .collect();
         let purger = tokio::spawn(purge_loop(state.clone(), stop_rx.clone()));
+        let upgrader = state
+            .settings
+            .hash_upgrade_on_start
+            .then(|| tokio::spawn(upgrade_pass(state.clone())));
         let upkeep = tokio::spawn(crate::metrics::upkeep(stop_rx.clone()));
         let operations = admin.map(|listener| {
             tokio::spawn(serve_operations(listener, state.clone(), stop_rx.clone()))
@@ -223,6 +227,11 @@ impl Application {
         .await;
         purger.abort();
         upkeep.abort();
+        // Each of its writes is one conditional statement or transaction: stopping it
+        // anywhere leaves every row done or untouched.
+        if let Some(task) = upgrader {
+            task.abort();
+        }
         if let Some(task) = operations {
             task.abort();
         }
@@ -401,6 +410,15 @@ async fn purge_loop(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The start-up upgrade pass (`crate::upgrade`). A failure is logged, not fatal: the
+/// rows it did not reach still verify, and the next start or `gatehouse upgrade-hashes`
+/// carries on.
+async fn upgrade_pass(state: AppState) {
+    if let Err(e) = crate::upgrade::run(state.store.as_ref(), &state.hasher).await {
+        tracing::warn!(error = %e, "upgrade pass stopped; the next start carries on");
     }
 }
 

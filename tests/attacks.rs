@@ -22,3 +22,5 @@ mod sms;
 mod telemetry;
 #[path = "attacks/timing.rs"]
 mod timing;
+#[path = "attacks/upgrade.rs"]
+mod upgrade;

@@ -411,6 +411,8 @@ contract_tests![
     a_reset_token_inherits_its_codes_channel_and_the_reset_proves_it,
     proving_the_email_drops_a_phone_nobody_proved_but_keeps_a_proven_one,
     a_proof_counts_only_for_the_address_it_was_made_for,
+    users_are_paged_in_id_order_after_a_given_id_without_skips_or_repeats,
+    an_email_key_is_rewritten_only_from_the_old_key_and_never_onto_a_taken_one,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -2409,5 +2411,115 @@ mod contract {
             .await
             .unwrap();
         assert_eq!(payloads(&drain(&store, T0).await), ["notice"]);
+    }
+
+    pub async fn users_are_paged_in_id_order_after_a_given_id_without_skips_or_repeats(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        assert!(store.users_after(0, 10).await.unwrap().is_empty());
+        let mut ids = Vec::new();
+        for name in ["ann", "ben", "cat", "dan", "eve"] {
+            ids.push(user(&store, name).await);
+        }
+        raw.exec(&format!("DELETE FROM users WHERE id = {}", ids[2]))
+            .await;
+        ids.remove(2);
+        let (mut seen, mut after) = (Vec::new(), 0);
+        loop {
+            let page = store.users_after(after, 2).await.unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            seen.extend(page.iter().map(|u| (u.id, u.username.clone())));
+        }
+        let names: Vec<_> = seen.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["ann", "ben", "dan", "eve"]);
+        assert_eq!(seen.iter().map(|(i, _)| *i).collect::<Vec<_>>(), ids);
+        // Whole rows, as every other read gives them.
+        let first = &store.users_after(0, 1).await.unwrap()[0];
+        assert_eq!(first.email, "ann@example.com");
+        assert_eq!(first.password_hash, HASH);
+        assert!(store.users_after(ids[3], 10).await.unwrap().is_empty());
+    }
+
+    pub async fn an_email_key_is_rewritten_only_from_the_old_key_and_never_onto_a_taken_one(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        // A row as stored before today's key: `straße@…` under NFKC and lower case only.
+        let alice = create(&store, "alice", "Straße@example.com", None)
+            .await
+            .unwrap();
+        raw.exec(&format!(
+            "UPDATE users SET email_norm = 'straße@example.com' WHERE id = {alice}"
+        ))
+        .await;
+        assert!(store
+            .find_user(&id("STRASSE@example.com"))
+            .await
+            .unwrap()
+            .is_none());
+        // Her email proof was made under the old key.
+        token_via(&store, alice, "email", "tok-a").await;
+        assert!(store
+            .reset_password(alice, "tok-a", "new", T0 + 1, Some("email"), &[])
+            .await
+            .unwrap());
+        assert_eq!(proven(&store, alice).await, ["email"]);
+
+        // From another key (or for nobody) nothing changes.
+        for (who, old) in [
+            (alice, "strasse@example.com"),
+            (alice + 1000, "straße@example.com"),
+        ] {
+            assert!(!store
+                .rekey_email(who, old, "strasse@example.com")
+                .await
+                .unwrap());
+        }
+        assert!(store
+            .rekey_email(alice, "straße@example.com", "strasse@example.com")
+            .await
+            .unwrap());
+        let found = store
+            .find_user(&id("STRASSE@example.com"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.id, alice);
+        assert_eq!(found.email, "Straße@example.com");
+        // The proof moved with the key; done once, it is not done again.
+        assert_eq!(proven(&store, alice).await, ["email"]);
+        assert!(!store
+            .rekey_email(alice, "straße@example.com", "strasse@example.com")
+            .await
+            .unwrap());
+
+        // Another account registered the new key meanwhile: a conflict, the row untouched.
+        let bob = create(&store, "bob", "Maß@example.com", None)
+            .await
+            .unwrap();
+        raw.exec(&format!(
+            "UPDATE users SET email_norm = 'maß@example.com' WHERE id = {bob}"
+        ))
+        .await;
+        create(&store, "carol", "mass@example.com", None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .rekey_email(bob, "maß@example.com", "mass@example.com")
+                .await,
+            Err(StoreError::Conflict)
+        ));
+        let kept = raw
+            .count(&format!(
+                "SELECT COUNT(*) FROM users WHERE id = {bob} AND email_norm = 'maß@example.com'"
+            ))
+            .await;
+        assert_eq!(kept, 1);
+        let carol = store.find_user(&id("MASS@example.com")).await.unwrap();
+        assert_eq!(carol.unwrap().username, "carol");
     }
 }

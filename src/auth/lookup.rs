@@ -8,9 +8,14 @@
 //! a lookup takes does not depend on which key matched or whether any did — and a match on
 //! today's key wins. Every other identifier costs one lookup, as before.
 //!
-//! The gap this leaves: an old row stored as `straße@…` is found by `straße@…` but not by
-//! `STRASSE@…`, and a new account may register `strasse@…` beside it (whose key the old row
-//! does not hold). Closing it takes rewriting the old rows' `email_norm` in Rust, once.
+//! The gap this leaves, while a row still holds its old key: an old row stored as
+//! `straße@…` is found by `straße@…` but not by `STRASSE@…`, and a new account may register
+//! `strasse@…` beside it (whose key the old row does not hold). The upgrade pass
+//! (`crate::upgrade`: `gatehouse upgrade-hashes`, and every server start unless
+//! `HASH_UPGRADE_ON_START=false`) closes it by rewriting each old row's `email_norm` to
+//! today's key; the double lookup stays for rows the pass has not reached yet (a database
+//! from an earlier version, before its first start) and for those it had to leave because
+//! another account already held the new key.
 
 use crate::domain::Identifier;
 use crate::store::{LiveCode, Store, StoreResult, User};

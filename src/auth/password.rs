@@ -1,6 +1,7 @@
-//! Password hashing: argon2id for everything new, the seed's bcrypt hashes wrapped in
-//! argon2id, rehash-on-login for anything weaker than configured, and the floor that keeps
-//! a failed login's timing from telling which hash (if any) it was checked against.
+//! Password hashing: argon2id for everything new, the seed's bcrypt hashes and argon2
+//! hashes weaker than configured wrapped in argon2id, rehash-on-login for anything weaker
+//! than configured, and the floor that keeps a failed login's timing from telling which
+//! hash (if any) it was checked against.
 //!
 //! Wrapped bcrypt (OWASP Password Storage Cheat Sheet, "Upgrading Legacy Hashes"):
 //! `import-seed` does not store the old server's bcrypt hashes as they are, but argon2id
@@ -19,6 +20,26 @@
 //! and the first successful login replaces the wrapped hash with a plain argon2id one.
 //! Bare bcrypt hashes already stored by an older import still verify and are rehashed the
 //! same way.
+//!
+//! Wrapped argon2 (the same OWASP section, for raised `ARGON2_*` parameters): an argon2
+//! hash weaker than configured (memory, iterations or lanes below the settings) is
+//! replaced in place, without the password, by `gatehouse upgrade-hashes` or the start-up
+//! pass (`crate::upgrade`), with
+//!
+//! ```text
+//! $gh-wrap-argon2$argon2id$v=19$m=…,t=…,p=…[,data=bmZrYw]$<salt>$argon2id$v=19$m=…,t=…,p=…,data=YXJnb24y$<salt>$<hash>
+//! ```
+//!
+//! that is `$gh-wrap-argon2`, then the old PHC string without its hash (algorithm,
+//! version, parameters with its `nfkc` marker if it had one, salt: what is needed to
+//! recompute it), then a standard argon2id PHC string at the configured parameters whose
+//! input is the old hash's raw 32-byte output and whose associated data is `argon2`
+//! (`data=YXJnb24y`). To verify, compute the old hash of the password (normalised or as
+//! typed, as its marker says), then verify the new layer over its output; editing any
+//! part of the old setting changes that output and fails the check. Only hashes with a
+//! 32-byte output (what this server and the argon2 crate write) are wrapped, and a
+//! wrapped hash is not wrapped again: if the parameters rise once more it waits for its
+//! user's next login, like a wrapped bcrypt hash, which then stores a plain hash.
 //!
 //! New hashes are computed over the password in Unicode NFKC (`Password::normalised`), and
 //! say so: their PHC string carries argon2's associated data `data=bmZrYw` (`nfkc`, see
@@ -66,6 +87,13 @@ const WRAPPED: &str = "$gh-wrap";
 /// Associated data of a wrapped hash's argon2id layer: says its input is a bcrypt hash,
 /// not a password, so the layer alone can never pass for a password hash.
 const WRAPPED_DATA: &[u8] = b"bcrypt";
+/// What a wrapped argon2 hash starts with (see the module header). Checked before
+/// `WRAPPED`, which it starts with.
+const WRAPPED_ARGON2: &str = "$gh-wrap-argon2";
+/// Associated data of a wrapped argon2 hash's outer layer: its input is an argon2 output.
+const WRAPPED_ARGON2_DATA: &[u8] = b"argon2";
+/// The raw output length of the argon2 hashes that are wrapped (the PHC default).
+const ARGON2_OUTPUT_LEN: usize = 32;
 /// `$2b$12$` and the 22-character salt.
 const BCRYPT_SETTING_LEN: usize = 29;
 
@@ -83,6 +111,8 @@ pub enum HashError {
     Spawn(#[from] std::io::Error),
     #[error("not a bcrypt hash")]
     NotBcrypt,
+    #[error("not an argon2 hash weaker than the configured parameters")]
+    NotWeaker,
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -121,6 +151,8 @@ struct Inner {
     params: Params,
     /// The configured parameters with `WRAPPED_DATA` instead of the `NORMALISED` marker.
     wrap_params: Params,
+    /// The configured parameters with `WRAPPED_ARGON2_DATA` instead.
+    wrap_argon2_params: Params,
     floor: Floor,
 }
 
@@ -191,16 +223,21 @@ impl PasswordHasher {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let wrap_params = ParamsBuilder::new()
-            .m_cost(settings.argon2_memory_kib)
-            .t_cost(settings.argon2_iterations)
-            .p_cost(settings.argon2_parallelism)
-            .data(AssociatedData::new(WRAPPED_DATA).map_err(argon2)?)
-            .build()
-            .map_err(argon2)?;
+        let with_data = |data: &[u8]| {
+            ParamsBuilder::new()
+                .m_cost(settings.argon2_memory_kib)
+                .t_cost(settings.argon2_iterations)
+                .p_cost(settings.argon2_parallelism)
+                .data(AssociatedData::new(data).map_err(argon2)?)
+                .build()
+                .map_err(argon2)
+        };
+        let wrap_params = with_data(WRAPPED_DATA)?;
+        let wrap_argon2_params = with_data(WRAPPED_ARGON2_DATA)?;
         let inner = Arc::new(Inner {
             params,
             wrap_params,
+            wrap_argon2_params,
             floor: Floor::new(),
         });
         let dummy_hash = inner.dummy()?;
@@ -239,6 +276,22 @@ impl PasswordHasher {
     pub async fn wrap_bcrypt(&self, bcrypt: &str) -> Result<String, HashError> {
         let bcrypt = Zeroizing::new(bcrypt.to_owned());
         self.run(move |inner, blocks| inner.wrap(&bcrypt, blocks))
+            .await?
+    }
+
+    /// Whether `stored` is a plain argon2 hash that `wrap_weaker` would wrap: parameters
+    /// below the configured ones, a 32-byte output, over the password (normalised or as
+    /// typed). Cheap: parses, hashes nothing.
+    pub fn is_weaker_argon2(&self, stored: &str) -> bool {
+        self.inner.weaker_argon2(stored).is_some()
+    }
+
+    /// Wraps a weaker argon2 hash in argon2id at the configured parameters (see the module
+    /// header), on a hashing thread: one hash, no password needed. `NotWeaker` for
+    /// anything `is_weaker_argon2` refuses.
+    pub async fn wrap_weaker(&self, stored: &str) -> Result<String, HashError> {
+        let stored = Zeroizing::new(stored.to_owned());
+        self.run(move |inner, blocks| inner.wrap_argon2(&stored, blocks))
             .await?
     }
 
@@ -427,6 +480,51 @@ impl Inner {
         ))
     }
 
+    /// `stored` parsed, when it is a plain argon2 hash over a password with parameters
+    /// below the configured ones and a 32-byte output: what `wrap_argon2` takes.
+    fn weaker_argon2<'a>(&self, stored: &'a str) -> Option<PasswordHash<'a>> {
+        if stored.starts_with(WRAPPED) {
+            return None;
+        }
+        let phc = PasswordHash::new(stored).ok()?;
+        Algorithm::try_from(phc.algorithm).ok()?;
+        let params = Params::try_from(&phc).ok()?;
+        let over_password = params.data().is_empty() || params.data() == NORMALISED;
+        let output_ok = phc.hash.is_some_and(|h| h.len() == ARGON2_OUTPUT_LEN);
+        (over_password && output_ok && phc.salt.is_some() && self.weaker(&params)).then_some(phc)
+    }
+
+    /// Memory, iterations or lanes below the configured parameters.
+    fn weaker(&self, p: &Params) -> bool {
+        p.m_cost() < self.params.m_cost()
+            || p.t_cost() < self.params.t_cost()
+            || p.p_cost() < self.params.p_cost()
+    }
+
+    /// `$gh-wrap-argon2`, the old hash's setting, and argon2id over its raw output.
+    fn wrap_argon2(&self, stored: &str, buf: &mut Blocks) -> Result<String, HashError> {
+        let old = self.weaker_argon2(stored).ok_or(HashError::NotWeaker)?;
+        let raw = old.hash.ok_or(HashError::NotWeaker)?;
+        let setting = PasswordHash { hash: None, ..old };
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_bytes = [0u8; 64];
+        let salt_raw = salt
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| HashError::Argon2(e.to_string()))?;
+        let mut out = [0u8; 32];
+        self.compute(
+            &self.wrap_argon2_params,
+            raw.as_bytes(),
+            salt_raw,
+            &mut out,
+            buf,
+        )?;
+        Ok(format!(
+            "{WRAPPED_ARGON2}{setting}{}",
+            Self::phc(&self.wrap_argon2_params, &salt, &out)?
+        ))
+    }
+
     /// A well-formed hash with the configured parameters that no password matches: a
     /// random output under a random salt. Verifying against it costs exactly one real hash,
     /// and building it costs nothing — no 19 MiB working block held from start-up.
@@ -451,6 +549,15 @@ impl Inner {
     }
 
     fn verify(&self, password: &Password, stored: &str, buf: &mut Blocks) -> Verified {
+        if let Some(wrapped) = stored.strip_prefix(WRAPPED_ARGON2) {
+            // Like wrapped bcrypt: always replaced by a plain hash at the next login.
+            return Verified {
+                ok: self
+                    .verify_wrapped_argon2(password, wrapped, buf)
+                    .unwrap_or(false),
+                needs_rehash: true,
+            };
+        }
         if let Some(wrapped) = stored.strip_prefix(WRAPPED) {
             // Correct or not, a wrapped hash is due for replacement by a plain one; a
             // malformed one never verifies.
@@ -479,17 +586,14 @@ impl Inner {
         // is one hash.
         let normalised = params.as_ref().is_some_and(|p| p.data() == NORMALISED);
         let ok = if normalised {
-            self.verify_argon2(&password.normalised(), &phc, buf)
+            self.verify_argon2(password.normalised().as_bytes(), &phc, buf)
         } else {
-            self.verify_argon2(password.expose(), &phc, buf)
+            self.verify_argon2(password.expose().as_bytes(), &phc, buf)
         }
         .unwrap_or(false);
         let weaker = match params {
             Some(p) => {
-                phc.algorithm != Ident::new_unwrap("argon2id")
-                    || p.m_cost() < self.params.m_cost()
-                    || p.t_cost() < self.params.t_cost()
-                    || !normalised
+                phc.algorithm != Ident::new_unwrap("argon2id") || self.weaker(&p) || !normalised
             }
             None => true,
         };
@@ -515,12 +619,56 @@ impl Inner {
                 .ok()?
                 .format_for_version(setting.version),
         );
-        self.verify_argon2(&bcrypt, &layer, buf).ok()
+        self.verify_argon2(bcrypt.as_bytes(), &layer, buf).ok()
+    }
+
+    /// `wrapped` is what follows `$gh-wrap-argon2`: the old hash's setting, then the
+    /// argon2id layer (the last five `$` fields). `None` when it is malformed.
+    fn verify_wrapped_argon2(
+        &self,
+        password: &Password,
+        wrapped: &str,
+        buf: &mut Blocks,
+    ) -> Option<bool> {
+        let setting = wrapped.rsplitn(6, '$').nth(5)?;
+        let layer = PasswordHash::new(wrapped.get(setting.len()..)?).ok()?;
+        let layer_params = Params::try_from(&layer).ok()?;
+        if layer.algorithm != Algorithm::Argon2id.ident()
+            || layer_params.data() != WRAPPED_ARGON2_DATA
+        {
+            return None;
+        }
+        let old = PasswordHash::new(setting).ok()?;
+        let params = Params::try_from(&old).ok()?;
+        let (None, Some(salt)) = (old.hash, old.salt) else {
+            return None;
+        };
+        let input = match params.data() {
+            NORMALISED => password.normalised(),
+            b"" => Zeroizing::new(password.expose().to_owned()),
+            _ => return None,
+        };
+        let algorithm = Algorithm::try_from(old.algorithm).ok()?;
+        let version = old
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .ok()?
+            .unwrap_or_default();
+        let mut salt_bytes = [0u8; 64];
+        let salt_raw = salt.decode_b64(&mut salt_bytes).ok()?;
+        let mut raw = Zeroizing::new([0u8; ARGON2_OUTPUT_LEN]);
+        let argon = Argon2::new(algorithm, version, params.clone());
+        Self::with_blocks(buf, params.m_cost() as usize, |blocks| {
+            argon.hash_password_into_with_memory(input.as_bytes(), salt_raw, &mut *raw, blocks)
+        })
+        .ok()?;
+        self.verify_argon2(&*raw, &layer, buf).ok()
     }
 
     fn verify_argon2(
         &self,
-        password: &str,
+        password: &[u8],
         phc: &PasswordHash<'_>,
         buf: &mut Blocks,
     ) -> Result<bool, HashError> {
@@ -543,7 +691,7 @@ impl Inner {
         let mut out = vec![0u8; expected.len()];
         let argon = Argon2::new(algorithm, version, params.clone());
         Self::with_blocks(buf, params.m_cost() as usize, |blocks| {
-            argon.hash_password_into_with_memory(password.as_bytes(), salt_raw, &mut out, blocks)
+            argon.hash_password_into_with_memory(password, salt_raw, &mut out, blocks)
         })
         .map_err(|e| HashError::Argon2(e.to_string()))?;
         // Output's equality is constant-time.
@@ -873,6 +1021,180 @@ mod tests {
                 .unwrap()
                 .ok
         );
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_argon2_hash_keeps_the_old_setting_and_an_argon2id_layer() {
+        let old = hasher(1024, 1).hash(&pw("some password")).await.unwrap();
+        let strong = hasher(2048, 2);
+        assert!(strong.is_weaker_argon2(&old));
+        let wrapped = strong.wrap_weaker(&old).await.unwrap();
+        let (setting, old_output) = old.rsplit_once('$').unwrap();
+        let rest = wrapped.strip_prefix("$gh-wrap-argon2").unwrap();
+        // The old PHC string without its hash: what recomputes it.
+        assert_eq!(&rest[..setting.len()], setting, "{wrapped}");
+        assert!(!wrapped.contains(old_output), "{wrapped}");
+        // Then a standard PHC string at the configured parameters, marked as over argon2.
+        let layer = PasswordHash::new(&rest[setting.len()..]).unwrap();
+        let params = Params::try_from(&layer).unwrap();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (2048, 2, 1)
+        );
+        assert_eq!(params.data(), b"argon2");
+        // Any argon2 implementation can check the layer against the old raw output.
+        let raw = PasswordHash::new(&old).unwrap().hash.unwrap();
+        assert!(Argon2::default()
+            .verify_password(raw.as_bytes(), &layer)
+            .is_ok());
+        // Wrapped once: not a candidate again, and nor is a hash at the parameters.
+        assert!(!strong.is_weaker_argon2(&wrapped));
+        assert!(matches!(
+            strong.wrap_weaker(&wrapped).await,
+            Err(HashError::NotWeaker)
+        ));
+        let current = strong.hash(&pw("some password")).await.unwrap();
+        assert!(!strong.is_weaker_argon2(&current));
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_argon2_hash_verifies_the_old_password_and_asks_for_rehash() {
+        let strong = hasher(2048, 2);
+        // A marked (normalised) hash and an unmarked one (as typed), each weaker in one way.
+        let nfd = "cafe\u{301} au lait";
+        let marked = hasher(1024, 2).hash(&pw(nfd)).await.unwrap();
+        let unmarked = unmarked_hash(nfd);
+        for old in [&marked, &unmarked] {
+            let wrapped = strong.wrap_weaker(old).await.unwrap();
+            let v = strong.verify(&pw(nfd), Some(&wrapped)).await.unwrap();
+            assert_eq!(
+                v,
+                Verified {
+                    ok: true,
+                    needs_rehash: true
+                },
+                "{wrapped}"
+            );
+            assert!(
+                !strong
+                    .verify(&pw("cafe au lait"), Some(&wrapped))
+                    .await
+                    .unwrap()
+                    .ok
+            );
+        }
+        // The password is read as the old hash read it: the NFC spelling matches the
+        // normalised hash's wrap, not the as-typed one's.
+        let nfc = pw("caf\u{e9} au lait");
+        let marked = strong.wrap_weaker(&marked).await.unwrap();
+        let unmarked = strong.wrap_weaker(&unmarked).await.unwrap();
+        assert!(strong.verify(&nfc, Some(&marked)).await.unwrap().ok);
+        assert!(!strong.verify(&nfc, Some(&unmarked)).await.unwrap().ok);
+        // Fewer lanes than configured is weaker too.
+        let lanes = PasswordHasher::new(&HashSettings {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            argon2_parallelism: 2,
+            hash_concurrency: 1,
+            hash_nice: 0,
+        })
+        .unwrap();
+        let one_lane = hasher(1024, 1).hash(&pw("some password")).await.unwrap();
+        assert!(lanes.is_weaker_argon2(&one_lane));
+        let wrapped = lanes.wrap_weaker(&one_lane).await.unwrap();
+        assert!(
+            lanes
+                .verify(&pw("some password"), Some(&wrapped))
+                .await
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tampered_wrapped_argon2_hash_never_verifies() {
+        let strong = hasher(2048, 2);
+        let old = hasher(1024, 1).hash(&pw("some password")).await.unwrap();
+        let wrapped = strong.wrap_weaker(&old).await.unwrap();
+        let setting_len = "$gh-wrap-argon2".len() + old.rfind('$').unwrap();
+        let at = |i: usize| {
+            let mut b = wrapped.clone().into_bytes();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        };
+        let layer = &wrapped[setting_len..];
+        let tampered = [
+            // The old setting: its algorithm, version, parameters, marker, salt.
+            wrapped.replacen("$argon2id$v=19$m=1024", "$argon2i$v=19$m=1024", 1),
+            wrapped.replacen("$argon2id$v=19$m=1024", "$argon2id$v=16$m=1024", 1),
+            wrapped.replacen("m=1024,t=1", "m=1024,t=2", 1),
+            wrapped.replacen("m=1024,", "m=1032,", 1),
+            wrapped.replacen("p=1,data=bmZrYw$", "p=1$", 1),
+            at(setting_len - 3),
+            // The outer layer: its output, its parameters, its marker, its salt.
+            at(wrapped.len() - 2),
+            wrapped.replacen("m=2048,t=2", "m=2048,t=3", 1),
+            wrapped.replacen("data=YXJnb24y", "data=bmZrYw", 1),
+            wrapped.replacen(",data=YXJnb24y", "", 1),
+            at(wrapped.len() - 50),
+            // Structure: the layer alone, the setting alone, the old hash itself under the
+            // prefix, a cut, the bcrypt prefix, a doubled separator.
+            layer.to_owned(),
+            wrapped[..setting_len].to_owned(),
+            format!("$gh-wrap-argon2{old}"),
+            wrapped[..wrapped.len() - 10].to_owned(),
+            wrapped.replacen("$gh-wrap-argon2$", "$gh-wrap$", 1),
+            wrapped.replacen("$gh-wrap-argon2$", "$gh-wrap-argon2$$", 1),
+            "$gh-wrap-argon2".to_owned(),
+        ];
+        for t in &tampered {
+            assert_ne!(t, &wrapped);
+            let v = strong.verify(&pw("some password"), Some(t)).await.unwrap();
+            assert!(!v.ok, "{t}");
+        }
+        assert!(
+            strong
+                .verify(&pw("some password"), Some(&wrapped))
+                .await
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[tokio::test]
+    async fn only_weaker_plain_argon2_is_wrapped() {
+        let strong = hasher(2048, 2);
+        let bcrypt = seed_bcrypt("Secure@123");
+        let wrapped_bcrypt = hasher(1024, 1).wrap_bcrypt(&bcrypt).await.unwrap();
+        let weak = hasher(1024, 1).hash(&pw("some password")).await.unwrap();
+        // A 64-byte output is a valid argon2 hash this server did not write: left alone.
+        let long = {
+            use argon2::PasswordHasher as _;
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::new(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(1024, 1, 1, Some(64)).unwrap(),
+            )
+            .hash_password(b"some password", &salt)
+            .unwrap()
+            .to_string()
+        };
+        for not in [
+            bcrypt,
+            wrapped_bcrypt,
+            long,
+            weak.replacen("data=bmZrYw", "data=YmNyeXB0", 1),
+            "garbage".to_owned(),
+            String::new(),
+        ] {
+            assert!(!strong.is_weaker_argon2(&not), "{not}");
+            assert!(
+                matches!(strong.wrap_weaker(&not).await, Err(HashError::NotWeaker)),
+                "{not}"
+            );
+        }
+        assert!(strong.is_weaker_argon2(&weak));
     }
 
     #[tokio::test]

@@ -16,10 +16,11 @@
 //! punycode spelling alike.
 //!
 //! Before these rules the key was NFKC and lower case of the whole address (`fold`), and
-//! rows stored then keep that key: there is no data migration, since recomputing keys
-//! needs this Rust code, not SQL. For an address whose old key differs from its new one —
-//! only addresses with non-ASCII characters — `legacy_key` holds the old key, lookups try
-//! both (`crate::auth::lookup`) and registration treats both as taken. An address looked up
+//! rows stored then keep that key until the upgrade pass (`crate::upgrade`) rewrites it:
+//! not a SQL migration, since recomputing keys needs this Rust code. For an address whose
+//! old key differs from its new one — only addresses with non-ASCII characters —
+//! `legacy_key` holds the old key, lookups try both (`crate::auth::lookup`) and
+//! registration treats both as taken. An address looked up
 //! (`parse_lookup`: login, recovery, admin commands) is read as leniently as before, so an
 //! account whose address the new rules would refuse can still be found by it.
 

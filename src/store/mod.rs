@@ -350,6 +350,12 @@ pub(crate) mod shared {
         JOIN users u ON u.id = p.user_id WHERE p.user_id = ? \
         AND p.address = CASE WHEN p.channel = 'sms' THEN u.phone ELSE u.email_norm END \
         ORDER BY p.channel";
+    /// Binds: new key, user id, old key. Only while the row still has the old key.
+    pub const REKEY_EMAIL: &str = "UPDATE users SET email_norm = ? WHERE id = ? AND email_norm = ?";
+    /// Binds: new key, user id, old key. A proof of the email moves with its key: it was
+    /// made for the same mailbox, only spelled by the old rule (see `RECORD_PROOF`).
+    pub const REKEY_PROOF: &str = "UPDATE proven_channels SET address = ? \
+        WHERE user_id = ? AND channel <> 'sms' AND address = ?";
 
     /// `sql` with each `?` replaced by `$1`, `$2`, … in order, for PostgreSQL.
     pub fn numbered(sql: &str) -> String {
@@ -544,6 +550,20 @@ pub trait Store: Send + Sync + 'static {
     /// else first is the one that goes); true when it was deleted. On SQLite the bytes are
     /// overwritten, not just unlinked.
     async fn forget_server_secret(&self, secret: &str) -> StoreResult<bool>;
+
+    /// Users with an id above `after_id`, in id order, at most `limit`: a pass over every
+    /// user a page at a time that neither skips nor repeats a row as others come and go.
+    async fn users_after(&self, after_id: UserId, limit: u32) -> StoreResult<Vec<User>>;
+
+    /// Replaces a user's `email_norm` with `new_norm` only if it is still `old_norm`, and
+    /// moves a proof of the email with it, in one transaction. False when the row is gone
+    /// or holds another key; `Conflict` when another account holds `new_norm`.
+    async fn rekey_email(
+        &self,
+        user_id: UserId,
+        old_norm: &str,
+        new_norm: &str,
+    ) -> StoreResult<bool>;
 }
 
 /// Connects to the database named by the URL's scheme and applies pending migrations.

@@ -912,6 +912,46 @@ impl Store for MySqlStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn users_after(&self, after_id: UserId, limit: u32) -> StoreResult<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn rekey_email(
+        &self,
+        user_id: UserId,
+        old_norm: &str,
+        new_norm: &str,
+    ) -> StoreResult<bool> {
+        // email_norm and address are utf8mb4_bin, so the comparisons are exact.
+        retry_on_deadlock(move || async move {
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query(shared::REKEY_EMAIL)
+                .bind(new_norm)
+                .bind(user_id)
+                .bind(old_norm)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(shared::REKEY_PROOF)
+                .bind(new_norm)
+                .bind(user_id)
+                .bind(old_norm)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
 }
 
 /// Takes the user's row lock for the rest of the transaction: the transactions that

@@ -745,6 +745,41 @@ impl Store for PostgresStore {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn users_after(&self, after_id: UserId, limit: u32) -> StoreResult<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2");
+        Ok(sqlx::query_as(&sql)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn rekey_email(
+        &self,
+        user_id: UserId,
+        old_norm: &str,
+        new_norm: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&SQL.rekey_email)
+            .bind(new_norm)
+            .bind(user_id)
+            .bind(old_norm)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(&SQL.rekey_proof)
+            .bind(new_norm)
+            .bind(user_id)
+            .bind(old_norm)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 async fn enqueue(
@@ -774,6 +809,8 @@ struct Statements {
     record_proof: String,
     drop_unproven_phone: String,
     proven: String,
+    rekey_email: String,
+    rekey_proof: String,
 }
 
 static SQL: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| Statements {
@@ -785,4 +822,6 @@ static SQL: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| Statem
     record_proof: shared::numbered(shared::RECORD_PROOF),
     drop_unproven_phone: shared::numbered(shared::DROP_UNPROVEN_PHONE),
     proven: shared::numbered(shared::PROVEN),
+    rekey_email: shared::numbered(shared::REKEY_EMAIL),
+    rekey_proof: shared::numbered(shared::REKEY_PROOF),
 });

@@ -636,6 +636,41 @@ impl Store for SqliteStore {
         }
         Ok(deleted)
     }
+
+    async fn users_after(&self, after_id: UserId, limit: u32) -> StoreResult<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn rekey_email(
+        &self,
+        user_id: UserId,
+        old_norm: &str,
+        new_norm: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(shared::REKEY_EMAIL)
+            .bind(new_norm)
+            .bind(user_id)
+            .bind(old_norm)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(shared::REKEY_PROOF)
+            .bind(new_norm)
+            .bind(user_id)
+            .bind(old_norm)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 /// Sets a user's password hash and revokes everything the old password let anyone hold:
