@@ -206,7 +206,13 @@ async fn a_failed_login_takes_as_long_for_a_user_hashed_with_weaker_parameters_a
             .status(),
         201
     );
-    app.restart_with(&[("ARGON2_ITERATIONS", "8")]).await;
+    // The start-up pass would wrap the weaker hash meanwhile; this test is about the
+    // hash as it was left.
+    app.restart_with(&[
+        ("ARGON2_ITERATIONS", "8"),
+        ("HASH_UPGRADE_ON_START", "false"),
+    ])
+    .await;
     compare(
         "/login, weaker hash",
         |_| async {
