@@ -126,7 +126,8 @@ pub fn write_new(path: &Path, contents: &str) -> Result<(), FileError> {
     Ok(())
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 

@@ -1,5 +1,6 @@
 //! Tests of the black-box test harness itself (`tests/common`): the SMTP sink, the Twilio
 //! mock and the small helpers. Only `spawns_the_server` needs the real server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

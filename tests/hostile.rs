@@ -7,6 +7,7 @@
 //!
 //! What reqwest cannot send (a lying Content-Length, hand-made chunked framing, raw
 //! header bytes) is written byte for byte on a `TcpStream`, and every read is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
