@@ -95,6 +95,14 @@ pub(crate) fn ping_if_idle<C: sqlx::Connection>(
 /// slow database filled warn-level logs with every query the server runs (issue 14). Both
 /// go to DEBUG: at the levels a deployment logs (INFO, WARN) no statement text appears;
 /// `RUST_LOG=sqlx::query=debug` shows them, the slow ones marked "slow statement".
+/// A pool's idle and in-use connections. The pool reads its two counters one after the other
+/// while connections come and go, so idle is clamped to the size read with it.
+pub(crate) fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> (u32, u32) {
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+    (idle, size - idle)
+}
+
 pub(crate) fn quiet_statements<O: sqlx::ConnectOptions>(options: O) -> O {
     options
         .log_statements(log::LevelFilter::Debug)

@@ -872,12 +872,12 @@ impl Store for MySqlStore {
         )
         .fetch_one(&self.pool)
         .await?;
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        let (pool_idle, pool_in_use) = super::pool_usage(&self.pool);
         Ok(StoreStats {
             outbox_pending: pending,
             outbox_failed: failed,
-            pool_idle: idle,
-            pool_in_use: self.pool.size().saturating_sub(idle),
+            pool_idle,
+            pool_in_use,
         })
     }
 

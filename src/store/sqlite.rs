@@ -575,13 +575,13 @@ impl Store for SqliteStore {
         )
         .fetch_one(&self.read)
         .await?;
-        let idle = self.read.num_idle() as u32 + self.write.num_idle() as u32;
-        let size = self.read.size() + self.write.size();
+        let (read_idle, read_in_use) = super::pool_usage(&self.read);
+        let (write_idle, write_in_use) = super::pool_usage(&self.write);
         Ok(StoreStats {
             outbox_pending: pending,
             outbox_failed: failed,
-            pool_idle: idle,
-            pool_in_use: size.saturating_sub(idle),
+            pool_idle: read_idle + write_idle,
+            pool_in_use: read_in_use + write_in_use,
         })
     }
 
