@@ -1287,6 +1287,34 @@ def redis_info(port: int) -> dict[str, str]:
     return info
 
 
+def task_cpu(pid: int, tid: int) -> int:
+    try:
+        raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except OSError:
+        return 0
+    f = raw[raw.rfind(")") + 2 :].split()
+    return int(f[11]) + int(f[12])
+
+
+def connection_cpu(db: Database) -> dict[str, int]:
+    """CPU ticks of the database server's work on this database's connections alone (the
+    server's pool): PostgreSQL backends by pid (`pg_stat_activity`), MariaDB connection
+    threads by their Linux thread id (`information_schema.PROCESSLIST.TID`). The shared
+    services also serve other clients; this column is what our requests cost, without the
+    background writers and flushers (counted in the whole-server column)."""
+    out: dict[str, int] = {}
+    if db.backend == "postgres":
+        for row in admin_sql("postgres", f"SELECT pid FROM pg_stat_activity WHERE datname = '{db.name}'"):
+            out[row[0]] = pid_cpu(int(row[0]))
+    elif db.backend == "mysql":
+        mpids = pids_named({"mariadbd", "mysqld"})
+        if len(mpids) == 1:
+            for row in admin_sql("mysql", f"SELECT TID FROM information_schema.PROCESSLIST WHERE DB = '{db.name}'"):
+                if row and row[0].isdigit():
+                    out[row[0]] = task_cpu(mpids[0], int(row[0]))
+    return out
+
+
 def redis_calls(info: dict[str, str]) -> dict[str, int]:
     calls = {}
     for k, v in info.items():
@@ -1321,6 +1349,7 @@ class Costs:
     requests: int
     server_us: float
     db_us: float | None
+    conn_us: float | None
     redis_us: float | None
     db_counters: dict[str, float]
     redis_cmds: dict[str, float]
@@ -1382,6 +1411,8 @@ class Production:
 
     def snapshot(self, db: Database) -> dict:
         snap: dict = {"server": pid_cpu(self.r.spid), "db": db_cpu_snapshot(self.r.db_proc_names)}
+        if db.backend != "sqlite":
+            snap["conn"] = connection_cpu(db)
         if self.redis_proc:
             snap["redis_cpu"] = pid_cpu(self.redis_proc.pid)
         if self.redis_port:
@@ -1404,6 +1435,10 @@ class Production:
         n = max(requests, 1)
         server_us = (after["server"] - before["server"]) / CLK / n * 1e6
         db_us = db_cpu_delta(before["db"], after["db"]) / CLK / n * 1e6 if self.r.db_proc_names else None
+        conn_us = None
+        if "conn" in after:
+            ticks = sum(max(v - before["conn"].get(k, 0), 0) for k, v in after["conn"].items())
+            conn_us = ticks / CLK / n * 1e6
         redis_us = (after["redis_cpu"] - before["redis_cpu"]) / CLK / n * 1e6 if "redis_cpu" in after else None
         dbc = {}
         if "dbc" in after:
@@ -1419,7 +1454,7 @@ class Production:
                     d -= 2  # our own two INFO calls
                 if d > 0:
                     rc[k] = d / n
-        return Costs(requests, server_us, db_us, redis_us, dbc, rc)
+        return Costs(requests, server_us, db_us, conn_us, redis_us, dbc, rc)
 
     # ------------------------------------------------------------ the run
 
@@ -1534,7 +1569,7 @@ class Production:
             before = after
             note(
                 f"per request: server {fmt(c.server_us, 1)} µs CPU"
-                + (f", database {fmt(c.db_us, 1)} µs" if c.db_us is not None else "")
+                + (f", database {fmt(c.db_us, 1)} µs (its connections {fmt(c.conn_us or 0, 1)} µs)" if c.db_us is not None else "")
                 + (f", Redis {fmt(c.redis_us, 1)} µs" if c.redis_us is not None else "")
                 + (f", Redis commands {sum(c.redis_cmds.values()):.2f}" if c.redis_cmds else "")
             )
@@ -1575,7 +1610,7 @@ class Production:
             dbc_head = "MariaDB/MySQL per request (`SHOW GLOBAL STATUS`, whole server): statements (Questions) · prepared executions · InnoDB rows read · rows written (ins+upd+del)"
         else:
             dbc_head = "Database counters"
-        head = ["#", "Server CPU", "Database server CPU", "Redis CPU", dbc_head, "Redis commands"]
+        head = ["#", "Server CPU", "Database server CPU: whole server (this server's connections)", "Redis CPU", dbc_head, "Redis commands"]
         t += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for tag, _label, _conns, _res, c, _ph in results:
             if r.backend == "postgres":
@@ -1595,7 +1630,7 @@ class Production:
             rcmd = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.redis_cmds.items())) if c.redis_cmds else "—"
             t.append(
                 f"| {tag} | {fmt(c.server_us, 1)} µs | "
-                + (f"{fmt(c.db_us, 1)} µs" if c.db_us is not None else "— (in process)")
+                + (f"{fmt(c.db_us, 1)} µs ({fmt(c.conn_us or 0, 1)} µs)" if c.db_us is not None else "— (in process)")
                 + " | "
                 + (f"{fmt(c.redis_us, 1)} µs" if c.redis_us is not None else "—")
                 + f" | {dbc} | {rcmd} |"
