@@ -132,11 +132,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Storage failures become API errors here and nowhere else.
+/// Storage failures become API errors here, except a unique-constraint conflict: only the
+/// call that wrote the row knows what a duplicate means there (a taken username, a passkey
+/// registered twice …), so it maps `Conflict` itself; one that reaches this point was not
+/// expected and is a 500.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict => ApiError::UserExists,
             StoreError::Unavailable(_) => ApiError::Unavailable,
             other => ApiError::Internal(Box::new(other)),
         }

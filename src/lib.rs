@@ -3,6 +3,7 @@
 //! the seed's Python server.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

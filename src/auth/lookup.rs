@@ -20,6 +20,29 @@
 use crate::domain::Identifier;
 use crate::store::{LiveCode, Store, StoreResult, User};
 
+/// Whether an account may act at all. A disabled account gets nothing — no session, no
+/// code, no reset — and every flow refuses it exactly as it refuses an identifier that
+/// names nobody. (The session check applies the same rule in its query.)
+pub fn enabled(user: &User) -> bool {
+    user.disabled_at.is_none()
+}
+
+/// The enabled account an identifier names, if any ([`enabled`]).
+pub async fn find_enabled(store: &dyn Store, identifier: &Identifier) -> StoreResult<Option<User>> {
+    Ok(find_user(store, identifier).await?.filter(enabled))
+}
+
+/// The enabled account an identifier names with its live code, if any ([`enabled`]).
+pub async fn find_enabled_with_live_code(
+    store: &dyn Store,
+    identifier: &Identifier,
+    now: i64,
+) -> StoreResult<Option<(User, Option<LiveCode>)>> {
+    Ok(find_user_with_live_code(store, identifier, now)
+        .await?
+        .filter(|(user, _)| enabled(user)))
+}
+
 /// `Store::find_user` under today's key, then the legacy one.
 pub async fn find_user(store: &dyn Store, identifier: &Identifier) -> StoreResult<Option<User>> {
     let current = store.find_user(identifier).await?;

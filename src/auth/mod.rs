@@ -1,11 +1,26 @@
-//! Authentication mechanics: password hashing, server keys, opaque tokens and codes, the
-//! session extractor, and finding a user by identifier.
+//! Authentication: the flows as plain functions, one file per concept — sessions,
+//! recovery codes, reset tokens — and the mechanics they use: password hashing, server
+//! keys, opaque tokens, device cookies, proven channels, finding a user by identifier.
 
+pub mod codes;
 pub mod device;
 pub mod keys;
+pub mod login;
 pub mod lookup;
 pub mod ownership;
 pub mod password;
+pub mod reset;
 pub mod secret;
 pub mod session;
 pub mod token;
+
+use tokio::time::Instant;
+
+use crate::state::AppState;
+
+/// Holds a refusal until RESPONSE_FLOOR after `started`: an unknown identifier is refused
+/// after one read, a known one after a write or two (a code's try, a token's lookup), and
+/// the difference must not be measurable.
+pub(crate) async fn hold_refusal(state: &AppState, started: Instant) {
+    tokio::time::sleep_until(started + state.settings.recovery.response_floor).await;
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::Rule;
+use crate::error::ApiError;
 
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
@@ -25,6 +26,24 @@ pub trait RateLimiter: Send + Sync + 'static {
 
     /// Which backend is in use and whether it is working, for /readyz.
     fn status(&self) -> LimiterStatus;
+}
+
+/// Spends one event of the limit `name` for `key` (stored as `name:key`). Over the limit
+/// it is a 429 that says when to come back, counted by rule name.
+pub async fn spend(
+    limiter: &dyn RateLimiter,
+    rule: &Rule,
+    name: &str,
+    key: &str,
+) -> Result<(), ApiError> {
+    limiter
+        .check(rule, &format!("{name}:{key}"))
+        .await
+        .map_err(|wait| {
+            metrics::counter!("gatehouse_rate_limit_rejections_total", "rule" => name.to_owned())
+                .increment(1);
+            ApiError::RateLimited(wait)
+        })
 }
 
 /// What /readyz reports about rate limiting.

@@ -1,6 +1,9 @@
-//! The outbox worker: delivers queued messages with retries and exponential backoff.
+//! The outbox: how a message is sealed for the table, and the worker that opens and
+//! delivers queued messages with retries and exponential backoff.
 //!
-//! Handlers write a message in the same transaction as the code it carries, so nothing
+//! A message may carry a one-time code, so it is stored encrypted under the server's
+//! outbox key ([`seal`]) and decrypted only by the worker about to send it ([`open`]).
+//! Flows write a message in the same transaction as the code it carries, so nothing
 //! acknowledged can be lost; this worker claims one due message at a time (an atomic
 //! claim with a lease, so several instances never send the same message at once), sends
 //! it with a per-attempt timeout, and marks it sent, due again later, or failed after the
@@ -17,7 +20,20 @@ use super::{Message, Notifiers, NotifyError};
 use crate::auth::keys::Keys;
 use crate::config::OutboxSettings;
 use crate::state::now;
-use crate::store::{OutboxItem, Store, StoreResult};
+use crate::store::{Store, StoreResult};
+
+/// A message as the outbox table stores it: JSON, encrypted under the outbox key.
+pub fn seal(keys: &Keys, message: &Message) -> Result<String, serde_json::Error> {
+    Ok(keys.seal(&serde_json::to_vec(message)?))
+}
+
+/// A stored payload back as the message it seals.
+pub fn open(keys: &Keys, payload: &str) -> Result<Message, &'static str> {
+    let plain = keys.open(payload).map_err(|_| {
+        "payload cannot be decrypted with this server secret (was SECRET_KEY changed?)"
+    })?;
+    serde_json::from_slice(&plain).map_err(|_| "payload is not a message")
+}
 
 /// Longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -68,7 +84,7 @@ impl OutboxWorker {
         let Some(item) = self.store.claim_outbox(now, now + lease).await? else {
             return Ok(false);
         };
-        let message = match self.open(&item) {
+        let message = match open(&self.keys, &item.payload) {
             Ok(m) => m,
             Err(reason) => {
                 tracing::error!(
@@ -127,13 +143,6 @@ impl OutboxWorker {
             }
         }
         Ok(true)
-    }
-
-    fn open(&self, item: &OutboxItem) -> Result<Message, &'static str> {
-        let plain = self.keys.open(&item.payload).map_err(|_| {
-            "payload cannot be decrypted with this server secret (was SECRET_KEY changed?)"
-        })?;
-        serde_json::from_slice(&plain).map_err(|_| "payload is not a message")
     }
 }
 

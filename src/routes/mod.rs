@@ -11,11 +11,8 @@ mod session;
 use axum::Router;
 use serde::Serialize;
 
-use crate::config::Rule;
-use crate::error::{ApiError, Result};
-use crate::extract::RequestMeta;
-use crate::state::{now, AppState};
-use crate::store::{AuditEvent, UserId};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,49 +40,4 @@ pub fn operations_router() -> Router<AppState> {
 pub struct MessageBody {
     /// What happened, in the seed server's words.
     pub message: &'static str,
-}
-
-/// The audit row for `event`, from the request's client address (`ip`, its text) and
-/// user agent.
-pub(crate) fn audit_record<'a>(
-    event: &'a str,
-    user_id: Option<UserId>,
-    meta: &'a RequestMeta,
-    ip: &'a str,
-) -> AuditEvent<'a> {
-    AuditEvent {
-        user_id,
-        event,
-        ip: Some(ip),
-        user_agent: meta.user_agent.as_deref(),
-        at: now(),
-    }
-}
-
-/// Records a security event in the audit trail. Best effort: a failed write is logged,
-/// never turned into a failed request for something that already happened.
-pub(crate) async fn audit(
-    state: &AppState,
-    event: &str,
-    user_id: Option<UserId>,
-    meta: &RequestMeta,
-) {
-    let ip = meta.ip.to_string();
-    let record = audit_record(event, user_id, meta, &ip);
-    if let Err(e) = state.store.record_audit(&record).await {
-        tracing::warn!(error = %e, event, "audit event not recorded");
-    }
-}
-
-/// Counts one event against a named limit; 429 with `Retry-After` when over.
-pub(crate) async fn limit(state: &AppState, rule: &Rule, name: &str, key: &str) -> Result<()> {
-    state
-        .limiter
-        .check(rule, &format!("{name}:{key}"))
-        .await
-        .map_err(|wait| {
-            metrics::counter!("gatehouse_rate_limit_rejections_total", "rule" => name.to_owned())
-                .increment(1);
-            ApiError::RateLimited(wait)
-        })
 }

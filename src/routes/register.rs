@@ -7,12 +7,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
-use super::{audit, limit, MessageBody};
+use super::MessageBody;
+use crate::audit::{self, Origin};
 use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
+use crate::limit;
 use crate::state::{now, AppState};
-use crate::store::NewUser;
+use crate::store::{NewUser, StoreError};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/register", post(register))
@@ -108,8 +110,8 @@ async fn register(
         phone.as_ref(),
     )?
     .into_password();
-    limit(
-        &state,
+    limit::spend(
+        &*state.limiter,
         &state.settings.limits.register_per_ip,
         "register:ip",
         &meta.ip_key,
@@ -143,9 +145,14 @@ async fn register(
             password_hash: &hash,
             now: now(),
         })
-        .await?;
+        .await
+        // The only unique indexes on users are the username, email and phone keys.
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::UserExists,
+            other => other.into(),
+        })?;
     tracing::info!(user_id, "user registered");
-    audit(&state, "registered", Some(user_id), &meta).await;
+    audit::attempt(&state, "registered", Some(user_id), &Origin::of(&meta)).await;
     Ok((
         StatusCode::CREATED,
         Json(MessageBody {

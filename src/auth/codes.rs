@@ -1,0 +1,415 @@
+//! One-time recovery codes: asking for one, and trading a right one for a reset token.
+//!
+//! Asking answers the same whether or not the account exists: what only an existing
+//! account costs (the hourly cap, the channel choice, the code's transaction) runs after
+//! the answer, in the background. A code is stored only as a keyed hash bound to its
+//! user; each guess first takes one of the code's few tries (an atomic conditional
+//! UPDATE) and only then is compared; a right code is redeemed exactly once, for a reset
+//! token (`auth::reset`) bound to the same user and to the channel the code went out on.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::audit::{self, Origin};
+use crate::auth::device::{self, Device};
+use crate::auth::lookup;
+use crate::auth::ownership::{recovery_channels, Proofs};
+use crate::auth::token::{new_code, new_token, token_hash};
+use crate::config::Rule;
+use crate::domain::{Identifier, OtpCode};
+use crate::error::{ApiError, Result};
+use crate::extract::RequestMeta;
+use crate::limit;
+use crate::notify::{outbox, sms_policy, Channel, Message};
+use crate::state::{now, AppState};
+use crate::store::{LiveCode, NewCode, NewOutbox, NewResetToken, User, UserId};
+
+/// At most one "someone is guessing your code" notice per account a day.
+const GUESSING_NOTICE: Rule = Rule {
+    count: 1,
+    period: Duration::from_secs(24 * 3600),
+};
+
+/// Asks for a code for whoever `identifier` names, on `channel` (by default SMS for a
+/// phone number, email otherwise). Errors only for the client's own limits; whether a
+/// code goes out, and where, is decided after the answer (see the module header).
+/// `device_cookie` is the request's device cookie, if any (`auth::device`).
+pub async fn request(
+    state: &AppState,
+    identifier: &Identifier,
+    channel: Option<Channel>,
+    device_cookie: Option<String>,
+    meta: &RequestMeta,
+) -> Result<()> {
+    let limits = &state.settings.limits;
+    limit::spend(
+        &*state.limiter,
+        &limits.forgot_per_ip,
+        "forgot:ip",
+        &meta.ip_key,
+    )
+    .await?;
+
+    // Every request takes a slot, account or not, so a full queue delays both alike.
+    let slot = state
+        .background_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let user = lookup::find_enabled(&*state.store, identifier).await?;
+    let device = user
+        .as_ref()
+        .and_then(|u| device::of_user(&state.keys, device_cookie, u.id));
+    // From the owner's device, the device's budget: an attacker's requests for the same
+    // identifier do not stop the owner's.
+    let budget = match &device {
+        Some(d) => format!("device:{}", d.id),
+        None => identifier.key().to_owned(),
+    };
+    limit::spend(
+        &*state.limiter,
+        &limits.forgot_per_account,
+        "forgot:account",
+        &budget,
+    )
+    .await?;
+    if let Some(user) = user {
+        let job_state = state.clone();
+        let wanted = channel.unwrap_or(match identifier {
+            Identifier::Phone(_) => Channel::Sms,
+            _ => Channel::Email,
+        });
+        let origin = Origin::of(meta);
+        state.background.spawn(
+            async move {
+                let _slot = slot;
+                let device = device.as_ref();
+                if let Err(e) = issue_if_allowed(&job_state, &user, wanted, device, &origin).await {
+                    tracing::warn!(user_id = user.id, error = %e, "recovery code not issued");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+    event("requested");
+    Ok(())
+}
+
+/// Issues a code to an existing, enabled account, on the best channel the ownership rule
+/// and the SMS policy allow; silently nothing past the hourly cap (the device's own cap
+/// when asked from one of the account's devices, so that an attacker's requests cannot
+/// use up the owner's).
+async fn issue_if_allowed(
+    state: &AppState,
+    user: &User,
+    wanted: Channel,
+    device: Option<&Device>,
+    origin: &Origin,
+) -> Result<()> {
+    let cap = match device {
+        Some(d) => format!("codes:device:{}", d.id),
+        None => format!("codes:user:{}", user.id),
+    };
+    let capped = state
+        .limiter
+        .check(&state.settings.limits.codes_per_account, &cap)
+        .await
+        .is_err();
+    if capped {
+        tracing::info!(user_id = user.id, "code not issued: hourly cap reached");
+        return Ok(());
+    }
+    let proofs = Proofs::from_names(&state.store.proven_channels(user.id).await?);
+    let mut chosen = None;
+    for channel in recovery_channels(wanted, user.phone.is_some(), proofs) {
+        if channel == Channel::Sms {
+            let phone = user.phone.as_deref().unwrap_or_default();
+            if sms_policy::take(&state.settings.sms_policy, &*state.limiter, phone)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+        }
+        chosen = Some(channel);
+        break;
+    }
+    let Some(channel) = chosen else {
+        tracing::info!(
+            user_id = user.id,
+            "code not issued: no channel may carry it"
+        );
+        return Ok(());
+    };
+    issue(state, user, channel, device).await?;
+    audit::attempt(state, "code_requested", Some(user.id), origin).await;
+    Ok(())
+}
+
+/// A new code for `user`, stored as its keyed hash with its message to `channel`, in one
+/// transaction that also kills the user's older codes.
+async fn issue(
+    state: &AppState,
+    user: &User,
+    channel: Channel,
+    device: Option<&Device>,
+) -> Result<()> {
+    let to = match channel {
+        Channel::Sms => user.phone.clone().unwrap_or_default(),
+        Channel::Email => user.email.clone(),
+    };
+    let code = new_code();
+    let ttl = state.settings.recovery.otp_ttl;
+    let minutes = ttl.as_secs().div_ceil(60);
+    let message = Message {
+        channel,
+        to,
+        subject: "Your password reset code".into(),
+        body: format!(
+            "Your one-time code is {code}. It expires in {minutes} minutes.\n\n\
+             If you did not ask to reset your password, ignore this message: \
+             your password has not been changed."
+        ),
+    };
+    let now = now();
+    let sealed = outbox::seal(&state.keys, &message).map_err(ApiError::internal)?;
+    state
+        .store
+        .issue_code(
+            &NewCode {
+                user_id: user.id,
+                code_hash: &state.keys.code_hash(user.id, &code),
+                channel: channel.as_str(),
+                device: device.map(|d| d.id.as_str()),
+                now,
+                expires_at: now + ttl.as_secs() as i64,
+            },
+            &NewOutbox {
+                channel: channel.as_str(),
+                payload: &sealed,
+                now,
+            },
+        )
+        .await?;
+    state.outbox_wake.notify_one();
+    tracing::info!(
+        user_id = user.id,
+        channel = channel.as_str(),
+        "recovery code issued"
+    );
+    Ok(())
+}
+
+/// Counts a code event. `requested` counts every accepted request and `rejected` every
+/// refused guess, account or not, so the counters cannot tell which identifiers exist.
+fn event(event: &'static str) {
+    metrics::counter!("gatehouse_otp_codes_total", "event" => event).increment(1);
+}
+
+/// A reset token just issued for a right code.
+pub struct Redeemed {
+    /// The token itself, for the client (it is stored only as its hash).
+    pub reset_token: String,
+    pub user_id: UserId,
+    /// The guess came from a browser that is not yet a device of the account: having the
+    /// code proves control of one of its addresses, so it becomes one.
+    pub new_device: bool,
+}
+
+/// Checks a guess at the live code of whoever `identifier` names and, when right, trades
+/// the code for a reset token. Every refusal is `InvalidOtp`, whatever its reason, held to
+/// the same response floor.
+pub async fn validate(
+    state: &AppState,
+    identifier: &Identifier,
+    otp: &OtpCode,
+    device_cookie: Option<String>,
+    meta: &RequestMeta,
+) -> Result<Redeemed> {
+    let limits = &state.settings.limits;
+    limit::spend(
+        &*state.limiter,
+        &limits.validate_per_ip,
+        "validate:ip",
+        &meta.ip_key,
+    )
+    .await?;
+
+    let started = Instant::now();
+    let now = now();
+    let found = lookup::find_enabled_with_live_code(&*state.store, identifier, now).await?;
+    let device = found
+        .as_ref()
+        .and_then(|(u, _)| device::of_user(&state.keys, device_cookie, u.id));
+    // From the owner's device, the device's budget; from anywhere else, the identifier's.
+    let budget = match &device {
+        Some(d) => format!("device:{}", d.id),
+        None => identifier.key().to_owned(),
+    };
+    limit::spend(
+        &*state.limiter,
+        &limits.validate_per_account,
+        "validate:account",
+        &budget,
+    )
+    .await?;
+
+    let origin = Origin::of(meta);
+    match redeem(state, found, device.as_ref(), otp, now, &origin).await {
+        Ok((reset_token, user_id)) => {
+            event("validated");
+            Ok(Redeemed {
+                reset_token,
+                user_id,
+                new_device: device.is_none(),
+            })
+        }
+        Err(ApiError::InvalidOtp) => {
+            event("rejected");
+            super::hold_refusal(state, started).await;
+            Err(ApiError::InvalidOtp)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a guess and, when right, trades the code for a new reset token (its secret and
+/// its user). Every refusal is `InvalidOtp`, whatever its reason.
+///
+/// A guess from the device the code was sent to takes one of the tries the code keeps
+/// for that device and counts against the device's budget. Any other guess takes one of
+/// the code's shared tries and counts against the account's budget of compared guesses
+/// across all its codes (RATE_CODE_FAILURES_PER_ACCOUNT): that, not the tries of one code,
+/// is what bounds an online guesser over a year. The owner hears of it when a code dies of
+/// wrong guesses or the budget runs out.
+async fn redeem(
+    state: &AppState,
+    found: Option<(User, Option<LiveCode>)>,
+    device: Option<&Device>,
+    otp: &OtpCode,
+    now: i64,
+    origin: &Origin,
+) -> Result<(String, UserId)> {
+    let (user, code) = found.ok_or(ApiError::InvalidOtp)?;
+    // No live code: it expired, was used or cancelled, or none was asked for.
+    let code = code.ok_or(ApiError::InvalidOtp)?;
+    let max = state.settings.recovery.otp_max_attempts;
+    let budget = &state.settings.limits.code_guesses_per_account;
+    let on_device = match device {
+        Some(d) => {
+            state
+                .limiter
+                .check(budget, &format!("guesses:device:{}", d.id))
+                .await
+                .map_err(|_| ApiError::InvalidOtp)?;
+            state
+                .store
+                .claim_device_attempt(code.id, &d.id, now, max)
+                .await?
+        }
+        None => false,
+    };
+    if !on_device {
+        // A dead code costs one read (the user and their code together) and no write:
+        // the cheap path for guess floods. The conditional UPDATE below still decides,
+        // atomically, for codes with tries left.
+        if code.attempts >= max as i32 {
+            return Err(ApiError::InvalidOtp);
+        }
+        if state
+            .limiter
+            .check(budget, &format!("guesses:user:{}", user.id))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                user_id = user.id,
+                "code guess refused: the account's budget of guesses is spent"
+            );
+            warn_owner(state, &user).await;
+            return Err(ApiError::InvalidOtp);
+        }
+        if !state.store.claim_attempt(code.id, now, max).await? {
+            return Err(ApiError::InvalidOtp);
+        }
+    }
+    if !state
+        .keys
+        .code_matches(user.id, otp.expose(), &code.code_hash)
+    {
+        tracing::info!(user_id = user.id, "wrong recovery code");
+        audit::attempt(state, "code_failed", Some(user.id), origin).await;
+        if !on_device && code.attempts + 1 >= max as i32 {
+            warn_owner(state, &user).await;
+        }
+        return Err(ApiError::InvalidOtp);
+    }
+    let token = new_token();
+    let ttl = state.settings.recovery.reset_token_ttl;
+    let redeemed = state
+        .store
+        .redeem_code(
+            code.id,
+            &NewResetToken {
+                user_id: user.id,
+                token_hash: &token_hash(&token),
+                now,
+                expires_at: now + ttl.as_secs() as i64,
+            },
+        )
+        .await?;
+    if !redeemed {
+        return Err(ApiError::InvalidOtp);
+    }
+    tracing::info!(user_id = user.id, "recovery code validated");
+    audit::attempt(state, "code_validated", Some(user.id), origin).await;
+    Ok((token, user.id))
+}
+
+/// Tells the owner (once a day at most) that someone is guessing their recovery codes.
+async fn warn_owner(state: &AppState, user: &User) {
+    if state
+        .limiter
+        .check(&GUESSING_NOTICE, &format!("notice:guessing:{}", user.id))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let notice = Message {
+        channel: Channel::Email,
+        to: user.email.clone(),
+        subject: "Someone is trying to guess your recovery code".into(),
+        body: format!(
+            "Someone is asking for password reset codes for your account {} and guessing \
+             them wrong. Your password has not been changed, and further guesses are \
+             being refused.\n\n\
+             If it is you, ask for a new code from a browser where you have signed in \
+             before: its guesses are not affected. If it is not you, nothing is needed; \
+             consider a longer password.",
+            user.username
+        ),
+    };
+    let sealed = match outbox::seal(&state.keys, &notice) {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::warn!(error = %e, "guessing notice not sealed");
+            return;
+        }
+    };
+    let queued = state
+        .store
+        .queue_message(&NewOutbox {
+            channel: Channel::Email.as_str(),
+            payload: &sealed,
+            now: now(),
+        })
+        .await;
+    match queued {
+        Ok(()) => state.outbox_wake.notify_one(),
+        Err(e) => tracing::warn!(user_id = user.id, error = %e, "guessing notice not queued"),
+    }
+}
