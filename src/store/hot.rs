@@ -41,18 +41,18 @@ impl<DB: Database> HotConnections<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    /// `count` connections (at least one), opened on first use. `timeout` bounds both the
-    /// wait for a free one and opening one.
+    /// `DATABASE_READ_CONNECTIONS` connections (at least one), opened on first use.
+    /// `DATABASE_TIMEOUT` bounds both the wait for a free one and opening one.
     pub fn new(
         options: <DB::Connection as Connection>::Options,
-        count: u32,
-        timeout: Duration,
+        settings: &crate::config::DatabaseSettings,
     ) -> Self {
+        let count = settings.database_read_connections.max(1) as usize;
         HotConnections {
-            permits: Arc::new(Semaphore::new(count.max(1) as usize)),
+            permits: Arc::new(Semaphore::new(count)),
             idle: Mutex::new(Vec::new()),
             options,
-            timeout,
+            timeout: settings.database_timeout,
         }
     }
 

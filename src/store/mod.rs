@@ -80,6 +80,19 @@ pub(crate) fn ping_if_idle<C: sqlx::Connection>(
     })
 }
 
+/// The pool options PostgreSQL and MySQL share: `DATABASE_MAX_CONNECTIONS` (a pool of
+/// zero would make every request wait out the timeout), `DATABASE_TIMEOUT` to get one, and
+/// a ping only for a connection that sat idle (`ping_if_idle`).
+pub(crate) fn server_pool<DB: sqlx::Database>(
+    settings: &crate::config::DatabaseSettings,
+) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(settings.database_max_connections.max(1))
+        .acquire_timeout(settings.database_timeout)
+        .test_before_acquire(false)
+        .before_acquire(ping_if_idle)
+}
+
 /// A pool's idle and in-use connections. The pool reads its two counters one after the other
 /// while connections come and go, so idle is clamped to the size read with it.
 pub(crate) fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> (u32, u32) {

@@ -30,7 +30,7 @@
 use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions, MySqlQueryResult};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlQueryResult};
 use sqlx::{Connection, Executor, MySql, MySqlPool, QueryBuilder, Transaction};
 
 use super::hot::HotConnections;
@@ -197,16 +197,8 @@ impl MySqlStore {
         let options = super::quiet_statements(options);
         // Single-SELECT reads only (autocommit), so the pool's session settings
         // (`after_connect`) do not matter on them.
-        let hot = HotConnections::new(
-            options.clone(),
-            settings.database_read_connections,
-            settings.database_timeout,
-        );
-        let pool = MySqlPoolOptions::new()
-            .max_connections(settings.database_max_connections.max(1))
-            .acquire_timeout(settings.database_timeout)
-            .test_before_acquire(false)
-            .before_acquire(super::ping_if_idle)
+        let hot = HotConnections::new(options.clone(), settings);
+        let pool = super::server_pool::<MySql>(settings)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // Without strict mode the server cuts an over-long value to fit and

@@ -13,7 +13,7 @@
 use std::str::FromStr;
 
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgConnectOptions, PgQueryResult};
 use sqlx::{PgPool, Postgres};
 
 use super::hot::HotConnections;
@@ -106,17 +106,8 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let options = super::quiet_statements(options);
-        let hot = HotConnections::new(
-            options.clone(),
-            settings.database_read_connections,
-            settings.database_timeout,
-        );
-        let pool = PgPoolOptions::new()
-            // A pool of zero would make every request wait out the timeout.
-            .max_connections(settings.database_max_connections.max(1))
-            .acquire_timeout(settings.database_timeout)
-            .test_before_acquire(false)
-            .before_acquire(super::ping_if_idle)
+        let hot = HotConnections::new(options.clone(), settings);
+        let pool = super::server_pool::<Postgres>(settings)
             .connect_with(options)
             .await?;
         // sqlx takes an advisory lock around migrations, so instances starting together
