@@ -9,8 +9,11 @@
 mod hot;
 pub mod mysql;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 mod sqlite_inline;
+
+pub use sql::{Dialect, SqlStore};
 
 use std::sync::Arc;
 
@@ -40,19 +43,6 @@ pub enum StoreError {
     /// A database file is missing its private mode, or could not be created with it.
     #[error(transparent)]
     File(#[from] crate::private_file::FileError),
-}
-
-impl StoreError {
-    /// The same kind of error again, for each caller whose read shared one failed
-    /// statement (`hot::Batched`).
-    pub(crate) fn duplicate(&self) -> StoreError {
-        match self {
-            StoreError::Conflict => StoreError::Conflict,
-            StoreError::Unavailable(e) => StoreError::Unavailable(e.to_string().into()),
-            StoreError::Database(e) => StoreError::Database(e.to_string().into()),
-            other => StoreError::Database(other.to_string().into()),
-        }
-    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -90,11 +80,19 @@ pub(crate) fn ping_if_idle<C: sqlx::Connection>(
     })
 }
 
-/// Statement logging on every backend's connect options. sqlx logs each statement at
-/// DEBUG and, by default, one that takes over a second at WARN — with its SQL text, so a
-/// slow database filled warn-level logs with every query the server runs (issue 14). Both
-/// go to DEBUG: at the levels a deployment logs (INFO, WARN) no statement text appears;
-/// `RUST_LOG=sqlx::query=debug` shows them, the slow ones marked "slow statement".
+/// The pool options PostgreSQL and MySQL share: `DATABASE_MAX_CONNECTIONS` (a pool of
+/// zero would make every request wait out the timeout), `DATABASE_TIMEOUT` to get one, and
+/// a ping only for a connection that sat idle (`ping_if_idle`).
+pub(crate) fn server_pool<DB: sqlx::Database>(
+    settings: &crate::config::DatabaseSettings,
+) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(settings.database_max_connections.max(1))
+        .acquire_timeout(settings.database_timeout)
+        .test_before_acquire(false)
+        .before_acquire(ping_if_idle)
+}
+
 /// A pool's idle and in-use connections. The pool reads its two counters one after the other
 /// while connections come and go, so idle is clamped to the size read with it.
 pub(crate) fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> (u32, u32) {
@@ -103,6 +101,11 @@ pub(crate) fn pool_usage<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> (u32, u32
     (idle, size - idle)
 }
 
+/// Statement logging on every backend's connect options. sqlx logs each statement at
+/// DEBUG and, by default, one that takes over a second at WARN — with its SQL text, so a
+/// slow database filled warn-level logs with every query the server runs (issue 14). Both
+/// go to DEBUG: at the levels a deployment logs (INFO, WARN) no statement text appears;
+/// `RUST_LOG=sqlx::query=debug` shows them, the slow ones marked "slow statement".
 pub(crate) fn quiet_statements<O: sqlx::ConnectOptions>(options: O) -> O {
     options
         .log_statements(log::LevelFilter::Debug)
@@ -262,44 +265,13 @@ impl UserCodeRow {
 /// by phone, by username.
 pub(crate) const LOOKUP_COLUMNS: [&str; 3] = ["email_norm", "phone", "username_norm"];
 
-/// The position in `LOOKUP_COLUMNS` of the column `identifier` is looked up by.
-pub(crate) fn lookup_index(identifier: &Identifier) -> usize {
-    match identifier {
-        Identifier::Email(_) => 0,
-        Identifier::Phone(_) => 1,
-        Identifier::Username(_) => 2,
-    }
-}
-
 /// The `users` column an identifier is looked up by.
 pub(crate) fn lookup_column(identifier: &Identifier) -> &'static str {
-    LOOKUP_COLUMNS[lookup_index(identifier)]
-}
-
-/// A row of a batched user-and-live-code lookup: `n` is the 1-based position of the key
-/// (identifier and time) it answers.
-#[derive(sqlx::FromRow)]
-pub(crate) struct NumberedRow {
-    n: i64,
-    #[sqlx(flatten)]
-    row: UserCodeRow,
-}
-
-/// Puts each row in its key's place: the answers to `keys` keys, in order, `None` where no
-/// user matched. A row numbered outside the keys is an error, never a guess.
-pub(crate) fn answers_by_number(
-    rows: Vec<NumberedRow>,
-    keys: usize,
-) -> Result<Vec<Option<UserCodeRow>>, sqlx::Error> {
-    let mut answers = vec![None; keys];
-    for row in rows {
-        let slot = usize::try_from(row.n - 1)
-            .ok()
-            .and_then(|i| answers.get_mut(i))
-            .ok_or_else(|| sqlx::Error::Protocol(format!("row for key {} of {keys}", row.n)))?;
-        *slot = Some(row.row);
+    match identifier {
+        Identifier::Email(_) => LOOKUP_COLUMNS[0],
+        Identifier::Phone(_) => LOOKUP_COLUMNS[1],
+        Identifier::Username(_) => LOOKUP_COLUMNS[2],
     }
-    Ok(answers)
 }
 
 pub struct NewCode<'a> {
@@ -319,67 +291,6 @@ pub struct NewCode<'a> {
 pub struct LiveResetToken {
     /// The channel its code went out on; `None` for tokens from before channels were kept.
     pub channel: Option<String>,
-}
-
-/// Statements that are the same on every backend but for placeholders, written once with
-/// `?` (PostgreSQL takes them through `numbered`). The proof rules live here, so each
-/// backend runs the same ones inside its own transaction.
-pub(crate) mod shared {
-    pub const INSERT_CODE: &str = "INSERT INTO otp_codes \
-        (user_id, code_hash, created_at, expires_at, channel, device) \
-        VALUES (?, ?, ?, ?, ?, ?)";
-    /// Binds: code id, device, now, max tries. The device's own tries, on a code bound to
-    /// that device only.
-    pub const CLAIM_DEVICE_ATTEMPT: &str = "UPDATE otp_codes \
-        SET device_attempts = device_attempts + 1 \
-        WHERE id = ? AND device = ? AND used_at IS NULL AND expires_at > ? \
-        AND device_attempts < ?";
-    /// The token inherits the channel of the code it was redeemed with.
-    pub const INSERT_TOKEN: &str = "INSERT INTO reset_tokens \
-        (user_id, token_hash, created_at, expires_at, channel) \
-        SELECT ?, ?, ?, ?, channel FROM otp_codes WHERE id = ?";
-    pub const LIVE_TOKEN: &str = "SELECT channel FROM reset_tokens \
-        WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?";
-    /// Binds: user id, channel.
-    pub const FORGET_PROOF: &str = "DELETE FROM proven_channels WHERE user_id = ? AND channel = ?";
-    /// Binds: channel, channel, now, user id, channel. The address proven is the one the
-    /// user has now (there is no phone proof without a phone).
-    pub const RECORD_PROOF: &str = "INSERT INTO proven_channels \
-        (user_id, channel, address, proven_at) \
-        SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users \
-        WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)";
-    /// Binds: user id. Whoever proved the email takes sole control: a phone number nobody
-    /// proved (an attacker's, registered beside the victim's email) is no longer a way in.
-    pub const DROP_UNPROVEN_PHONE: &str = "UPDATE users SET phone = NULL \
-        WHERE id = ? AND phone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM proven_channels p \
-        WHERE p.user_id = users.id AND p.channel = 'sms' AND p.address = users.phone)";
-    /// Binds: user id. Proofs of an address the user no longer has do not count.
-    pub const PROVEN: &str = "SELECT p.channel FROM proven_channels p \
-        JOIN users u ON u.id = p.user_id WHERE p.user_id = ? \
-        AND p.address = CASE WHEN p.channel = 'sms' THEN u.phone ELSE u.email_norm END \
-        ORDER BY p.channel";
-    /// Binds: new key, user id, old key. Only while the row still has the old key.
-    pub const REKEY_EMAIL: &str = "UPDATE users SET email_norm = ? WHERE id = ? AND email_norm = ?";
-    /// Binds: new key, user id, old key. A proof of the email moves with its key: it was
-    /// made for the same mailbox, only spelled by the old rule (see `RECORD_PROOF`).
-    pub const REKEY_PROOF: &str = "UPDATE proven_channels SET address = ? \
-        WHERE user_id = ? AND channel <> 'sms' AND address = ?";
-
-    /// `sql` with each `?` replaced by `$1`, `$2`, … in order, for PostgreSQL.
-    pub fn numbered(sql: &str) -> String {
-        let mut out = String::with_capacity(sql.len() + 16);
-        let mut n = 0;
-        for c in sql.chars() {
-            if c == '?' {
-                n += 1;
-                out.push('$');
-                out.push_str(&n.to_string());
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
 }
 
 pub struct NewResetToken<'a> {
@@ -604,7 +515,7 @@ pub fn expected_schema_version(url: &str) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
-/// Opens one connection and runs `SELECT 1`, without migrating anything: what
+/// Opens one connection and pings it, without migrating anything: what
 /// `check-config` uses to say whether the database answers.
 pub async fn check_reachable(settings: &crate::config::DatabaseSettings) -> Result<String, String> {
     use sqlx::Connection;
@@ -623,10 +534,7 @@ pub async fn check_reachable(settings: &crate::config::DatabaseSettings) -> Resu
                     <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)?
                         .create_if_missing(false);
                 match sqlx::SqliteConnection::connect_with(&opts).await {
-                    Ok(mut c) => sqlx::query("SELECT 1")
-                        .execute(&mut c)
-                        .await
-                        .map(|_| "answers"),
+                    Ok(mut c) => c.ping().await.map(|()| "answers"),
                     // A missing file is created at start.
                     Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("14") => {
                         Ok("file does not exist yet; it will be created at start")
@@ -636,18 +544,12 @@ pub async fn check_reachable(settings: &crate::config::DatabaseSettings) -> Resu
             }
             "postgres" | "postgresql" => {
                 let mut c = sqlx::PgConnection::connect(url).await?;
-                sqlx::query("SELECT 1")
-                    .execute(&mut c)
-                    .await
-                    .map(|_| "answers")
+                c.ping().await.map(|()| "answers")
             }
             "mysql" | "mariadb" => {
-                let mut c =
-                    sqlx::MySqlConnection::connect(&url.replacen("mariadb:", "mysql:", 1)).await?;
-                sqlx::query("SELECT 1")
-                    .execute(&mut c)
-                    .await
-                    .map(|_| "answers")
+                let url = url.replacen("mariadb:", "mysql:", 1);
+                let mut c = sqlx::MySqlConnection::connect(&url).await?;
+                c.ping().await.map(|()| "answers")
             }
             other => Err(sqlx::Error::Configuration(
                 format!("unsupported DATABASE_URL scheme `{other}`").into(),

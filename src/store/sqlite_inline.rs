@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
-use super::{lookup_column, LiveCode, StoreError, StoreResult, User};
+use super::{lookup_column, LiveCode, SessionRow, StoreError, StoreResult, User};
 use crate::domain::Identifier;
 
 /// A read that finds the database locked gives up quickly: it is holding an async worker.
@@ -26,16 +26,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 const USER_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
      u.created_at, u.disabled_at";
 
-pub(super) struct InlineReaders {
+pub struct InlineReaders {
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
-}
-
-/// A session's user, and what the caller needs to refresh the session's idle clock.
-pub(super) struct SessionUser {
-    pub user: User,
-    pub session_id: i64,
-    pub last_seen_at: i64,
 }
 
 impl InlineReaders {
@@ -79,7 +72,7 @@ impl InlineReaders {
         token_hash: &str,
         now: i64,
         idle_cutoff: i64,
-    ) -> StoreResult<Option<SessionUser>> {
+    ) -> StoreResult<Option<SessionRow>> {
         let sql = format!(
             "SELECT {USER_COLUMNS}, s.id, s.last_seen_at FROM sessions s
              JOIN users u ON u.id = s.user_id
@@ -90,7 +83,7 @@ impl InlineReaders {
         let mut statement = conn.prepare_cached(&sql)?;
         Ok(statement
             .query_row(params![token_hash, now, idle_cutoff], |row| {
-                Ok(SessionUser {
+                Ok(SessionRow {
                     user: user(row)?,
                     session_id: row.get(7)?,
                     last_seen_at: row.get(8)?,

@@ -1,0 +1,1110 @@
+//! `SqlStore`: the one implementation of `Store`, written once for every database.
+//!
+//! Each statement is written here, once, with `?` placeholders and a few `{markers}` for
+//! the pieces a database spells its own way; the `Dialect` of each backend (`sqlite.rs`,
+//! `postgres.rs`, `mysql.rs`) supplies those pieces, and only the procedures that really
+//! differ (claiming an outbox message, importing users, forgetting the server secret).
+//! A statement is expanded for a dialect once, on first use, and kept in a static beside
+//! the code that runs it, so no request formats SQL.
+//!
+//! Every transaction here that changes a user's codes, tokens or sessions takes the user's
+//! row lock first (`{lock}`): they run one at a time per user, in the same lock order, so
+//! they cannot deadlock each other, and a code issued during a reset either commits first
+//! (and is killed by it) or waits for it. On SQLite the single writer already serialises
+//! them and the "lock" is a plain read. Every path that returns without committing rolls
+//! back explicitly: sqlx rolls back a dropped transaction only later, from a task, and
+//! until then its locks stay held (`mysql.rs` has the story).
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+
+use super::hot::HotConnections;
+use super::sqlite_inline::InlineReaders;
+use super::{
+    lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, LiveResetToken, NewCode,
+    NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreResult,
+    StoreStats, User, UserCodeRow, UserId, LOOKUP_COLUMNS,
+};
+use crate::domain::Identifier;
+
+/// What one database does its own way. The constants have the standard SQL (what SQLite
+/// and PostgreSQL accept) as defaults; each backend file overrides what differs, saying why.
+pub trait Dialect: Database + Sized {
+    /// This dialect's slot in a statement's cache (`Sql`): 0, 1 or 2.
+    const SLOT: usize;
+    /// Placeholders are numbered (`$1`, `$2`, …) rather than `?`.
+    const NUMBERED: bool = false;
+    /// `{user}`: the `User` columns of `users u`.
+    const USER_COLUMNS: &'static str =
+        "u.id, u.username, u.email, u.phone, u.password_hash, u.created_at, u.disabled_at";
+    /// `{code_hash}`: the hash column of `otp_codes c`.
+    const CODE_HASH: &'static str = "c.code_hash";
+    /// `{audit}`: the text columns of `audit_events a`.
+    const AUDIT_TEXT: &'static str = "a.event, a.ip, a.user_agent";
+    /// `{lock}`: the clause that makes a `SELECT` take the row's write lock.
+    const LOCK_ROW: &'static str;
+    /// `{skip_duplicates}`: the tail of an INSERT that skips a row colliding on any
+    /// unique index instead of failing.
+    const SKIP_DUPLICATES: &'static str = "ON CONFLICT DO NOTHING";
+    /// `{secret_matches}`: compares the stored server secret with a bound one, exactly.
+    const SECRET_MATCHES: &'static str = "secret = ?";
+    /// `{returning_id}`: the tail of an INSERT that returns the new id, when the
+    /// database can (else `insert_id` reads it from the statement's result).
+    const RETURNING_ID: &'static str = " RETURNING id";
+    /// `{purge_audit}`: deletes at most `?2` audit rows older than `?1`, oldest first.
+    const PURGE_AUDIT: &'static str = "DELETE FROM audit_events WHERE id IN (
+        SELECT id FROM audit_events WHERE created_at < ? ORDER BY created_at, id LIMIT ?)";
+    /// The user whose `{column}` is `?2`, with their newest code live at `?1`, if any: a
+    /// correlated subquery walks otp_codes_user_id (user_id, id) backwards from the user's
+    /// newest code, and the join reads the row it picks (neither SQLite nor MariaDB has a
+    /// LATERAL join).
+    const USER_WITH_LIVE_CODE: &'static str = "SELECT {user}, c.id AS code_id, {code_hash},
+            c.attempts AS code_attempts
+        FROM users u LEFT JOIN otp_codes c ON c.id = (
+            SELECT id FROM otp_codes
+            WHERE user_id = u.id AND used_at IS NULL AND expires_at > ?
+            ORDER BY id DESC LIMIT 1)
+        WHERE u.{column} = ?";
+    /// How a write transaction begins, when not with a plain `BEGIN`.
+    const BEGIN: Option<&'static str> = None;
+
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// The id an INSERT generated, for a dialect without `{returning_id}`.
+    fn insert_id(_done: &Self::QueryResult) -> Option<i64> {
+        None
+    }
+
+    /// Whether a write that failed with `e` is run again from the start (see `retry`).
+    fn retryable(_e: &sqlx::Error) -> bool {
+        false
+    }
+
+    /// `Store::claim_outbox`: how a message is claimed so that no two callers get it
+    /// depends on each database's locking.
+    fn claim_outbox(
+        pool: &Pool<Self>,
+        now: i64,
+        locked_until: i64,
+    ) -> BoxFuture<'_, StoreResult<Option<OutboxItem>>>;
+
+    /// `Store::import_users`.
+    fn import_users<'a>(
+        pool: &'a Pool<Self>,
+        users: &'a [ImportUser],
+    ) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// `Store::forget_server_secret`.
+    fn forget_server_secret<'a>(
+        pool: &'a Pool<Self>,
+        secret: &'a str,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+}
+
+/// A statement written once, and its expansion for each dialect, made on first use.
+pub struct Sql {
+    template: &'static str,
+    expanded: [OnceLock<String>; 3],
+}
+
+impl Sql {
+    pub const fn new(template: &'static str) -> Self {
+        Sql {
+            template,
+            expanded: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    pub fn get<DB: Dialect>(&'static self) -> &'static str {
+        self.expanded[DB::SLOT].get_or_init(|| expand::<DB>(self.template))
+    }
+}
+
+/// The statement `$text`, for the dialect `DB` in scope, kept in a static beside its use.
+macro_rules! sql {
+    ($text:expr) => {{
+        static SQL: $crate::store::sql::Sql = $crate::store::sql::Sql::new($text);
+        SQL.get::<DB>()
+    }};
+}
+
+/// `template` with the dialect's pieces filled in and its placeholders numbered if need be.
+pub fn expand<DB: Dialect>(template: &str) -> String {
+    let mut sql = template.to_owned();
+    for (marker, piece) in [
+        ("{user}", DB::USER_COLUMNS),
+        ("{code_hash}", DB::CODE_HASH),
+        ("{audit}", DB::AUDIT_TEXT),
+        ("{lock}", DB::LOCK_ROW),
+        ("{skip_duplicates}", DB::SKIP_DUPLICATES),
+        ("{secret_matches}", DB::SECRET_MATCHES),
+        ("{returning_id}", DB::RETURNING_ID),
+        ("{purge_audit}", DB::PURGE_AUDIT),
+    ] {
+        sql = sql.replace(marker, piece);
+    }
+    if !DB::NUMBERED {
+        return sql;
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs a write (one statement or a whole transaction), and runs it again, up to three
+/// more times, when the dialect says the database rolled it back to break a deadlock.
+pub async fn retry<DB, T, F, Fut>(mut run: F) -> StoreResult<T>
+where
+    DB: Dialect,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match run().await {
+            Err(e) if tries < 4 && DB::retryable(&e) => tries += 1,
+            done => return Ok(done?),
+        }
+    }
+}
+
+/// The reads every request makes (the session check, the user by identifier), where the
+/// pool's per-query overhead showed in the benchmark: see `hot.rs` and `sqlite_inline.rs`.
+pub(crate) enum PointReads<DB: Database> {
+    /// SQLite: rusqlite readers on the calling thread.
+    Inline(InlineReaders),
+    /// PostgreSQL, MySQL: kept connections, with the lookups by each column built once.
+    Kept {
+        conns: HotConnections<DB>,
+        find_user: [String; 3],
+        with_live_code: [String; 3],
+    },
+}
+
+impl<DB: Dialect> PointReads<DB> {
+    pub(crate) fn kept(conns: HotConnections<DB>) -> Self {
+        let each = |template: &str| {
+            LOOKUP_COLUMNS.map(|column| expand::<DB>(&template.replace("{column}", column)))
+        };
+        PointReads::Kept {
+            conns,
+            find_user: each("SELECT {user} FROM users u WHERE u.{column} = ?"),
+            with_live_code: each(DB::USER_WITH_LIVE_CODE),
+        }
+    }
+}
+
+pub struct SqlStore<DB: Dialect> {
+    /// Writes and transactions; on SQLite a pool of one connection, the single writer.
+    write: Pool<DB>,
+    /// Reads, when not on `write`: SQLite's read-only pool.
+    read: Option<Pool<DB>>,
+    point: PointReads<DB>,
+}
+
+/// Where a column is looked up by each kind of identifier, as an index into the statements
+/// `PointReads::kept` builds.
+fn column_slot(identifier: &Identifier) -> usize {
+    let column = lookup_column(identifier);
+    LOOKUP_COLUMNS
+        .iter()
+        .position(|c| *c == column)
+        .unwrap_or(0)
+}
+
+// The bounds below say that `DB` is a database sqlx can run our statements on and decode
+// our rows from; Rust does not carry such bounds along with the `Dialect` trait, so each
+// generic impl states them.
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> &'r str: sqlx::ColumnIndex<DB::Row>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    pub(crate) fn new(write: Pool<DB>, read: Option<Pool<DB>>, point: PointReads<DB>) -> Self {
+        SqlStore { write, read, point }
+    }
+
+    fn read(&self) -> &Pool<DB> {
+        self.read.as_ref().unwrap_or(&self.write)
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
+        match DB::BEGIN {
+            Some(statement) => self.write.begin_with(statement).await,
+            None => self.write.begin().await,
+        }
+    }
+
+    /// Runs one statement on the writer, retried as the dialect says; returns the number
+    /// of rows it matched.
+    async fn execute<'q, F>(&self, query: F) -> StoreResult<u64>
+    where
+        F: Fn() -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>,
+    {
+        let done = retry::<DB, _, _, _>(|| query().execute(&self.write)).await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// Takes the user's row lock for the rest of the transaction (see the module doc);
+    /// returns whether the user exists.
+    async fn lock_user(tx: &mut DB::Connection, user_id: UserId) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> =
+            sqlx::query_scalar(sql!("SELECT id FROM users WHERE id = ?{lock}"))
+                .bind(user_id)
+                .fetch_optional(tx)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Sets a user's password hash and revokes everything the old password let anyone
+    /// hold: sessions, unused codes, unused reset tokens. Part of a caller's transaction.
+    async fn set_hash_and_revoke(
+        tx: &mut DB::Connection,
+        user_id: UserId,
+        hash: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sql!(
+            "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?"
+        ))
+        .bind(hash)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        for statement in [
+            sql!("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL"),
+            sql!("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL"),
+        ] {
+            sqlx::query(statement)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(sql!("DELETE FROM sessions WHERE user_id = ?"))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn enqueue(tx: &mut DB::Connection, m: &NewOutbox<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(sql!(
+            "INSERT INTO outbox (channel, payload, next_attempt_at, created_at) VALUES (?, ?, ?, ?)"
+        ))
+        .bind(m.channel)
+        .bind(m.payload)
+        .bind(m.now)
+        .bind(m.now)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_audit<'e, E>(executor: E, e: &AuditEvent<'_>) -> Result<(), sqlx::Error>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        sqlx::query(sql!(
+            "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at)
+             VALUES (?, ?, ?, ?, ?)"
+        ))
+        .bind(e.user_id)
+        .bind(e.event)
+        .bind(e.ip)
+        .bind(e.user_agent)
+        .bind(e.at)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<DB: Dialect> Store for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> &'r str: sqlx::ColumnIndex<DB::Row>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    async fn server_secret(&self, candidate: &str) -> StoreResult<String> {
+        // Two instances starting at once both insert; the primary key lets exactly one
+        // through and the other's insert is skipped, so both then read the winner's.
+        self.execute(|| {
+            sqlx::query(sql!(
+                "INSERT INTO server_secret (id, secret) VALUES (1, ?) {skip_duplicates}"
+            ))
+            .bind(candidate)
+        })
+        .await?;
+        Ok(
+            sqlx::query_scalar(sql!("SELECT secret FROM server_secret WHERE id = 1"))
+                .fetch_one(&self.write)
+                .await?,
+        )
+    }
+
+    async fn create_user(&self, u: &NewUser<'_>) -> StoreResult<UserId> {
+        let insert = || {
+            sqlx::query(sql!(
+                "INSERT INTO users (username, username_norm, email, email_norm, phone,
+                                    password_hash, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?){returning_id}"
+            ))
+            .bind(u.username.as_str())
+            .bind(u.username.key())
+            .bind(u.email.as_str())
+            .bind(u.email.key())
+            .bind(u.phone.map(|p| p.as_str()))
+            .bind(u.password_hash)
+            .bind(u.now)
+            .bind(u.now)
+        };
+        if DB::RETURNING_ID.is_empty() {
+            let done = retry::<DB, _, _, _>(|| insert().execute(&self.write)).await?;
+            return DB::insert_id(&done)
+                .ok_or_else(|| sqlx::Error::Protocol("no id for the new user".into()).into());
+        }
+        let row = retry::<DB, _, _, _>(|| insert().fetch_one(&self.write)).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
+        match &self.point {
+            PointReads::Inline(inline) => inline.find_user(identifier),
+            PointReads::Kept {
+                conns, find_user, ..
+            } => {
+                let query = sqlx::query_as(&find_user[column_slot(identifier)]);
+                conns.fetch_optional(query.bind(identifier.key())).await
+            }
+        }
+    }
+
+    async fn replace_password_hash(
+        &self,
+        user_id: UserId,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        // password_hash is compared exactly on every backend (binary collation on MySQL).
+        let n = self
+            .execute(|| {
+                sqlx::query(sql!(
+                    "UPDATE users SET password_hash = ?, updated_at = ?
+                     WHERE id = ? AND password_hash = ?"
+                ))
+                .bind(new_hash)
+                .bind(now)
+                .bind(user_id)
+                .bind(old_hash)
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn create_session(&self, s: &NewSession<'_>, e: &AuditEvent<'_>) -> StoreResult<()> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            sqlx::query(sql!(
+                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?)"
+            ))
+            .bind(s.token_hash)
+            .bind(s.user_id)
+            .bind(s.now)
+            .bind(s.now)
+            .bind(s.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            Self::insert_audit(&mut *tx, e).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn session_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+        idle_cutoff: i64,
+        touch_before: i64,
+    ) -> StoreResult<Option<User>> {
+        let row = match &self.point {
+            PointReads::Inline(inline) => inline.session_user(token_hash, now, idle_cutoff)?,
+            PointReads::Kept { conns, .. } => {
+                let query = sqlx::query_as::<_, SessionRow>(sql!(
+                    "SELECT {user}, s.id AS session_id, s.last_seen_at
+                     FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
+                       AND u.disabled_at IS NULL"
+                ));
+                let query = query.bind(token_hash).bind(now).bind(idle_cutoff);
+                conns.fetch_optional(query).await?
+            }
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // A write (a row lock, a log record, on SQLite the one writer) on every request
+        // would be wasted: the idle clock only needs minute precision. The condition is
+        // repeated in the UPDATE so that requests racing on one session write once, and
+        // never move the clock backwards.
+        if row.last_seen_at < touch_before {
+            self.execute(|| {
+                sqlx::query(sql!(
+                    "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"
+                ))
+                .bind(now)
+                .bind(row.session_id)
+                .bind(touch_before)
+            })
+            .await?;
+        }
+        Ok(Some(row.user))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+        self.execute(|| {
+            sqlx::query(sql!("DELETE FROM sessions WHERE token_hash = ?")).bind(token_hash)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            // Two issues for one user at once would each kill only the codes committed
+            // before they started, leaving both new codes live: the user's lock queues them.
+            Self::lock_user(&mut tx, code.user_id).await?;
+            sqlx::query(sql!(
+                "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL"
+            ))
+            .bind(code.now)
+            .bind(code.user_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(sql!(
+                "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at, channel, device)
+                 VALUES (?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(code.user_id)
+            .bind(code.code_hash)
+            .bind(code.now)
+            .bind(code.expires_at)
+            .bind(code.channel)
+            .bind(code.device)
+            .execute(&mut *tx)
+            .await?;
+            Self::enqueue(&mut tx, message).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
+        Ok(sqlx::query_as(sql!(
+            "SELECT c.id, {code_hash}, c.attempts FROM otp_codes c
+             WHERE c.user_id = ? AND c.used_at IS NULL AND c.expires_at > ?
+             ORDER BY c.id DESC LIMIT 1"
+        ))
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(self.read())
+        .await?)
+    }
+
+    async fn find_user_with_live_code(
+        &self,
+        identifier: &Identifier,
+        now: i64,
+    ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
+        match &self.point {
+            PointReads::Inline(inline) => inline.find_user_with_live_code(identifier, now),
+            PointReads::Kept {
+                conns,
+                with_live_code,
+                ..
+            } => {
+                let query =
+                    sqlx::query_as::<_, UserCodeRow>(&with_live_code[column_slot(identifier)]);
+                let row = conns
+                    .fetch_optional(query.bind(now).bind(identifier.key()))
+                    .await?;
+                Ok(row.map(UserCodeRow::split))
+            }
+        }
+    }
+
+    async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {
+        // One statement: concurrent callers queue on the row lock and each re-checks
+        // `attempts < max` against the count the previous one committed.
+        let n = self
+            .execute(|| {
+                sqlx::query(sql!(
+                    "UPDATE otp_codes SET attempts = attempts + 1
+                     WHERE id = ? AND used_at IS NULL AND expires_at > ? AND attempts < ?"
+                ))
+                .bind(code_id)
+                .bind(now)
+                .bind(i64::from(max_attempts))
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn claim_device_attempt(
+        &self,
+        code_id: i64,
+        device: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<bool> {
+        // The device's own tries, on a code bound to that device only.
+        let n = self
+            .execute(|| {
+                sqlx::query(sql!(
+                    "UPDATE otp_codes SET device_attempts = device_attempts + 1
+                     WHERE id = ? AND device = ? AND used_at IS NULL AND expires_at > ?
+                       AND device_attempts < ?"
+                ))
+                .bind(code_id)
+                .bind(device)
+                .bind(now)
+                .bind(i64::from(max_attempts))
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn queue_message(&self, message: &NewOutbox<'_>) -> StoreResult<()> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            Self::enqueue(&mut tx, message).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            Self::lock_user(&mut tx, token.user_id).await?;
+            // The conditional UPDATE is the gate: a second redeemer finds used_at set and
+            // matches no row.
+            let done = sqlx::query(sql!(
+                "UPDATE otp_codes SET used_at = ?
+                 WHERE id = ? AND used_at IS NULL AND expires_at > ?"
+            ))
+            .bind(token.now)
+            .bind(code_id)
+            .bind(token.now)
+            .execute(&mut *tx)
+            .await?;
+            if DB::rows_affected(&done) != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            // The token inherits the channel of the code it was redeemed with.
+            sqlx::query(sql!(
+                "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at, channel)
+                 SELECT ?, ?, ?, ?, channel FROM otp_codes WHERE id = ?"
+            ))
+            .bind(token.user_id)
+            .bind(token.token_hash)
+            .bind(token.now)
+            .bind(token.expires_at)
+            .bind(code_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn live_reset_token(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<LiveResetToken>> {
+        let found: Option<Option<String>> = sqlx::query_scalar(sql!(
+            "SELECT channel FROM reset_tokens
+             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?"
+        ))
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(self.read())
+        .await?;
+        Ok(found.map(|channel| LiveResetToken { channel }))
+    }
+
+    async fn reset_password(
+        &self,
+        user_id: UserId,
+        token_hash: &str,
+        new_hash: &str,
+        now: i64,
+        proven: Option<&str>,
+        notices: &[NewOutbox<'_>],
+    ) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            Self::lock_user(&mut tx, user_id).await?;
+            // Consuming the token first, conditionally, makes it the gate: of two resets
+            // with one token, the second matches nothing and writes nothing.
+            let consumed = sqlx::query(sql!(
+                "UPDATE reset_tokens SET used_at = ?
+                 WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?"
+            ))
+            .bind(now)
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if DB::rows_affected(&consumed) != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Self::set_hash_and_revoke(&mut tx, user_id, new_hash, now).await?;
+            if let Some(channel) = proven {
+                Self::record_proof(&mut tx, user_id, channel, now).await?;
+            }
+            for message in notices {
+                Self::enqueue(&mut tx, message).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn proven_channels(&self, user_id: UserId) -> StoreResult<Vec<String>> {
+        // Proofs of an address the user no longer has do not count.
+        Ok(sqlx::query_scalar(sql!(
+            "SELECT p.channel FROM proven_channels p JOIN users u ON u.id = p.user_id
+             WHERE p.user_id = ?
+               AND p.address = CASE WHEN p.channel = 'sms' THEN u.phone ELSE u.email_norm END
+             ORDER BY p.channel"
+        ))
+        .bind(user_id)
+        .fetch_all(self.read())
+        .await?)
+    }
+
+    async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {
+        DB::claim_outbox(&self.write, now, locked_until).await
+    }
+
+    async fn outbox_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        self.execute(|| {
+            sqlx::query(sql!(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, payload = '', locked_until = 0,
+                                   last_error = NULL
+                 WHERE id = ?"
+            ))
+            .bind(now)
+            .bind(id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()> {
+        self.execute(|| {
+            sqlx::query(sql!(
+                "UPDATE outbox SET next_attempt_at = ?, locked_until = 0, last_error = ?
+                 WHERE id = ?"
+            ))
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(&self, id: i64, now: i64, error: &str) -> StoreResult<()> {
+        self.execute(|| {
+            sqlx::query(sql!(
+                "UPDATE outbox SET status = 'failed', payload = '', locked_until = 0,
+                                   last_error = ?, sent_at = ?
+                 WHERE id = ?"
+            ))
+            .bind(error)
+            .bind(now)
+            .bind(id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: i64, sent_before: i64) -> StoreResult<u64> {
+        // Each DELETE commits on its own: nothing needs the four to be atomic, and one
+        // transaction would hold the locks of all four tables (blocking new sessions and
+        // codes meanwhile) and could deadlock with a reset that takes them in another order.
+        let mut n = 0;
+        for (statement, bound) in [
+            (sql!("DELETE FROM sessions WHERE expires_at <= ?"), now),
+            (
+                sql!("DELETE FROM otp_codes WHERE expires_at <= ? OR used_at IS NOT NULL"),
+                now,
+            ),
+            (
+                sql!("DELETE FROM reset_tokens WHERE expires_at <= ? OR used_at IS NOT NULL"),
+                now,
+            ),
+            (
+                sql!("DELETE FROM outbox WHERE status <> 'pending' AND sent_at <= ?"),
+                sent_before,
+            ),
+        ] {
+            n += self.execute(|| sqlx::query(statement).bind(bound)).await?;
+        }
+        Ok(n)
+    }
+
+    async fn list_users(&self, search: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        // The *_norm columns are lower case already, so a lower-cased pattern matches
+        // case-insensitively. `%` and `_` in the search stay wildcards and every other
+        // character is literal: the escape is an explicit `!` (doubled in the pattern to
+        // stand for itself), since the default escape differs (PostgreSQL's and MySQL's is
+        // `\`, SQLite has none) and MariaDB keeps `\` even under ESCAPE ''.
+        let search = search.unwrap_or("").to_lowercase().replace('!', "!!");
+        let pattern = format!("%{search}%");
+        Ok(sqlx::query_as(sql!(
+            "SELECT {user} FROM users u
+             WHERE u.username_norm LIKE ? ESCAPE '!' OR u.email_norm LIKE ? ESCAPE '!'
+                OR COALESCE(u.phone, '') LIKE ? ESCAPE '!'
+             ORDER BY u.id LIMIT ?"
+        ))
+        .bind(&pattern)
+        .bind(&pattern)
+        .bind(&pattern)
+        .bind(i64::from(limit))
+        .fetch_all(self.read())
+        .await?)
+    }
+
+    async fn set_disabled(&self, user_id: UserId, disabled_at: Option<i64>) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            // Existence comes from the lock, not from the UPDATE's row count, so the answer
+            // does not hinge on whether the server counts matched or changed rows.
+            if !Self::lock_user(&mut tx, user_id).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(sql!("UPDATE users SET disabled_at = ? WHERE id = ?"))
+                .bind(disabled_at)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if disabled_at.is_some() {
+                sqlx::query(sql!("DELETE FROM sessions WHERE user_id = ?"))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
+        self.execute(|| sqlx::query(sql!("DELETE FROM sessions WHERE user_id = ?")).bind(user_id))
+            .await
+    }
+
+    async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            if !Self::lock_user(&mut tx, user_id).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Self::set_hash_and_revoke(&mut tx, user_id, hash, now).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
+        retry::<DB, _, _, _>(|| Self::insert_audit(&self.write, e)).await
+    }
+
+    async fn audit_for_user(
+        &self,
+        user_id: UserId,
+        since: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        Ok(sqlx::query_as(sql!(
+            "SELECT a.id, a.user_id, {audit}, a.created_at FROM audit_events a
+             WHERE a.user_id = ? AND a.created_at >= ? ORDER BY a.created_at, a.id LIMIT ?"
+        ))
+        .bind(user_id)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(self.read())
+        .await?)
+    }
+
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
+        // In batches, each committing on its own: one DELETE of a long backlog would hold
+        // the writer (SQLite) or its locks (up to the end of the index, when every row is
+        // old, on MySQL) for the whole run, and so block every audit insert meanwhile.
+        const BATCH: u64 = 10_000;
+        let mut n = 0;
+        loop {
+            let done = self
+                .execute(|| {
+                    sqlx::query(sql!("{purge_audit}"))
+                        .bind(before)
+                        .bind(BATCH as i64)
+                })
+                .await?;
+            n += done;
+            if done < BATCH {
+                return Ok(n);
+            }
+        }
+    }
+
+    async fn import_users(&self, users: &[ImportUser]) -> StoreResult<u64> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        DB::import_users(&self.write, users).await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        // Two index range counts on outbox_due (status, next_attempt_at).
+        let (pending, failed): (i64, i64) = sqlx::query_as(sql!(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
+                    (SELECT COUNT(*) FROM outbox WHERE status = 'failed')"
+        ))
+        .fetch_one(self.read())
+        .await?;
+        let (mut pool_idle, mut pool_in_use) = super::pool_usage(&self.write);
+        if let Some(read) = &self.read {
+            let (idle, in_use) = super::pool_usage(read);
+            pool_idle += idle;
+            pool_in_use += in_use;
+        }
+        Ok(StoreStats {
+            outbox_pending: pending,
+            outbox_failed: failed,
+            pool_idle,
+            pool_in_use,
+        })
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(sql!(
+            "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success"
+        ))
+        .fetch_one(self.read())
+        .await?)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        // Through a write transaction: on SQLite readers keep working while something
+        // else holds the write lock, so readiness checks that this instance can write.
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT 1").execute(&mut *tx).await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    async fn stored_server_secret(&self) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar(sql!("SELECT secret FROM server_secret WHERE id = 1"))
+                .fetch_optional(&self.write)
+                .await?,
+        )
+    }
+
+    async fn forget_server_secret(&self, secret: &str) -> StoreResult<bool> {
+        DB::forget_server_secret(&self.write, secret).await
+    }
+
+    async fn users_after(&self, after_id: UserId, limit: u32) -> StoreResult<Vec<User>> {
+        Ok(sqlx::query_as(sql!(
+            "SELECT {user} FROM users u WHERE u.id > ? ORDER BY u.id LIMIT ?"
+        ))
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(self.read())
+        .await?)
+    }
+
+    async fn rekey_email(
+        &self,
+        user_id: UserId,
+        old_norm: &str,
+        new_norm: &str,
+    ) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            // Only while the row still has the old key.
+            let done = sqlx::query(sql!(
+                "UPDATE users SET email_norm = ? WHERE id = ? AND email_norm = ?"
+            ))
+            .bind(new_norm)
+            .bind(user_id)
+            .bind(old_norm)
+            .execute(&mut *tx)
+            .await?;
+            if DB::rows_affected(&done) != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            // A proof of the email moves with its key: it was made for the same mailbox,
+            // only spelled by the old rule (see `record_proof`).
+            sqlx::query(sql!(
+                "UPDATE proven_channels SET address = ?
+                 WHERE user_id = ? AND channel <> 'sms' AND address = ?"
+            ))
+            .bind(new_norm)
+            .bind(user_id)
+            .bind(old_norm)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    /// Records that the user proved `channel` (the one a reset token's code went out on),
+    /// inside the reset's transaction.
+    async fn record_proof(
+        tx: &mut DB::Connection,
+        user_id: UserId,
+        channel: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sql!(
+            "DELETE FROM proven_channels WHERE user_id = ? AND channel = ?"
+        ))
+        .bind(user_id)
+        .bind(channel)
+        .execute(&mut *tx)
+        .await?;
+        // The address proven is the one the user has now (no phone proof without a phone).
+        sqlx::query(sql!(
+            "INSERT INTO proven_channels (user_id, channel, address, proven_at)
+             SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users
+             WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)"
+        ))
+        .bind(channel)
+        .bind(channel)
+        .bind(now)
+        .bind(user_id)
+        .bind(channel)
+        .execute(&mut *tx)
+        .await?;
+        if channel == "email" {
+            // Whoever proved the email takes sole control: a phone number nobody proved
+            // (an attacker's, registered beside the victim's email) is no longer a way in.
+            sqlx::query(sql!(
+                "UPDATE users SET phone = NULL
+                 WHERE id = ? AND phone IS NOT NULL AND NOT EXISTS (
+                     SELECT 1 FROM proven_channels p
+                     WHERE p.user_id = users.id AND p.channel = 'sms' AND p.address = users.phone)"
+            ))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The INSERT of a batch of imported users, without its tail.
+pub fn insert_users<'a, DB: Dialect>(users: &'a [ImportUser]) -> QueryBuilder<'a, DB>
+where
+    for<'q> &'q String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "INSERT INTO users (username, username_norm, email, email_norm, phone, password_hash, \
+         created_at, updated_at) ",
+    );
+    qb.push_values(users, |mut row, u| {
+        row.push_bind(&u.username)
+            .push_bind(&u.username_norm)
+            .push_bind(&u.email)
+            .push_bind(&u.email_norm)
+            .push_bind(&u.phone)
+            .push_bind(&u.password_hash)
+            .push_bind(u.created_at)
+            .push_bind(u.created_at);
+    });
+    qb.push(" ");
+    qb.push(DB::SKIP_DUPLICATES);
+    qb
+}
+
+/// Deletes the stored server secret if it is `secret`; true when it was deleted.
+pub async fn delete_secret<'e, DB, E>(executor: E, secret: &str) -> StoreResult<bool>
+where
+    DB: Dialect,
+    E: Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    let done = sqlx::query(sql!(
+        "DELETE FROM server_secret WHERE id = 1 AND {secret_matches}"
+    ))
+    .bind(secret)
+    .execute(executor)
+    .await?;
+    Ok(DB::rows_affected(&done) == 1)
+}
