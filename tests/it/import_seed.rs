@@ -1,12 +1,9 @@
 //! `gatehouse import-seed`: the old server's MySQL schema, built exactly as its README
 //! gives it, filled with bcrypt (cost 12) users and some broken rows, imported through the
 //! real binary into whichever backend this run tests, then logged into over HTTP.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::seed::{import, insert, ok_stdout, SeedDb};
-use common::{json, TestApp};
+use crate::common::seed::{import, insert, ok_stdout, SeedDb};
+use crate::common::{json, TestApp};
 
 #[tokio::test]
 async fn seed_users_are_imported_once_and_log_in_with_their_old_passwords() {

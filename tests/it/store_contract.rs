@@ -13,7 +13,6 @@
 //! (plus raw SQL access for the little the trait deliberately cannot do, like disabling a
 //! user); the `contract_tests!` list turns each into a `#[tokio::test]` of the same name
 //! that runs it on every backend and names the backend in any failure.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,15 +1,12 @@
 //! Scale-out: two server processes on one PostgreSQL database and one Redis must behave
 //! as one server — shared rate limits, sessions, codes and outbox — and an instance whose
 //! Redis goes away keeps serving on local limits and returns to Redis when it is back.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::db::TestDatabase;
-use common::{extract_code, json, session_cookie, TestApp, DELIVERY_TIMEOUT};
+use crate::common::db::TestDatabase;
+use crate::common::{extract_code, json, session_cookie, TestApp, DELIVERY_TIMEOUT};
 use rand::Rng;
 
 const PASSWORD: &str = "correct horse battery";

@@ -2,13 +2,10 @@
 //! routes the router serves, with their methods — checked both ways against the running
 //! binary, so a route added without documentation (or documented without a route)
 //! fails here. Schemathesis (`scripts/schemathesis.sh`) checks the responses themselves.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::{json, TestApp};
+use crate::common::{json, TestApp};
 use reqwest::Method;
 use serde_json::Value;
 

@@ -7,13 +7,10 @@
 //!
 //! What reqwest cannot send (a lying Content-Length, hand-made chunked framing, raw
 //! header bytes) is written byte for byte on a `TcpStream`, and every read is bounded.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{json, TestApp};
+use crate::common::{self, json, TestApp};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

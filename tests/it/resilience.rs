@@ -1,12 +1,9 @@
 //! Slow and abusive clients, provider outages, and shutdown: the server keeps answering
 //! normal requests, loses no acknowledged message, and stops cleanly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{extract_code, json, SmtpSink, TestApp};
+use crate::common::{extract_code, json, SmtpSink, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

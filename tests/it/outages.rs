@@ -1,15 +1,12 @@
 //! Database outages and crashes: requests fail fast with 503 and recover without a
 //! restart when the database comes back, and a `kill -9` in the middle of thousands of
 //! writes leaves every acknowledged write in place and nothing half-done.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{extract_code, json, TestApp};
+use crate::common::{self, extract_code, json, TestApp};
 use gatehouse::auth::password::PasswordHasher;
 use gatehouse::config::{DatabaseSettings, HashSettings};
 use gatehouse::domain::{Identifier, Password};

@@ -1,13 +1,10 @@
 //! Operating Gatehouse: health and readiness, Prometheus metrics, logs that never carry a
 //! secret, the audit trail, and the admin CLI — all through the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{extract_code, json, session_cookie, TestApp, DELIVERY_TIMEOUT};
+use crate::common::{extract_code, json, session_cookie, TestApp, DELIVERY_TIMEOUT};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery";

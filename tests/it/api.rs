@@ -1,13 +1,10 @@
 //! Black-box tests of the public API: the real binary on a random port, a real SMTP
 //! listener and a Twilio-speaking endpoint on loopback. Codes are read from what those
 //! received, exactly as a user would read them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::{extract_code, json, session_cookie, TestApp, DELIVERY_TIMEOUT};
+use crate::common::{self, extract_code, json, session_cookie, TestApp, DELIVERY_TIMEOUT};
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery";

@@ -5,7 +5,6 @@
 //! they accept round-trips: parsing the canonical form again gives the same value, keys
 //! are already lower-case and NFKC, and `Identifier` picks the same kind and key as the
 //! dedicated parser.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse::domain::{Email, Identifier, NewPassword, OtpCode, Password, Phone, Username};
 use proptest::prelude::*;
