@@ -1,8 +1,9 @@
 //! The HTTP API: one module per feature, each exposing `router()`, merged here with the
-//! JSON 404/405 fallbacks.
+//! JSON 404/405 fallbacks; `app` wraps them in the middleware (`middleware`).
 
 mod health;
 mod login;
+mod middleware;
 mod openapi;
 mod recovery;
 mod register;
@@ -16,6 +17,16 @@ use crate::error::{ApiError, Result};
 use crate::extract::RequestMeta;
 use crate::state::{now, AppState};
 use crate::store::{AuditEvent, UserId};
+
+/// The public router with every middleware, ready to serve. A plain function so tests
+/// can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let routes = router()
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .with_state(state);
+    middleware::wrap(routes, &settings)
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()

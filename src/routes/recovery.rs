@@ -279,7 +279,7 @@ fn code_event(event: &'static str) {
 
 fn seal(state: &AppState, message: &Message) -> Result<String> {
     let json = serde_json::to_vec(message).map_err(ApiError::internal)?;
-    Ok(state.keys.seal(&json))
+    state.keys.seal(&json).map_err(ApiError::internal)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::openapi::Unavailable;
 use super::MessageBody;
-use crate::auth::session::{set_cookie, AuthSession, SESSION_COOKIE};
+use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::error::{ErrorBody, Result};
+use crate::extract::AuthSession;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
