@@ -11,6 +11,8 @@ mod session;
 
 use axum::Router;
 use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Rule;
 use crate::error::{ApiError, Result};
@@ -28,14 +30,15 @@ pub fn app(state: AppState) -> Router {
     middleware::wrap(routes, &settings)
 }
 
+/// Every public route, with `GET /openapi.json` describing them all.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(register::router())
         .merge(login::router())
         .merge(session::router())
         .merge(recovery::router())
-        .merge(health::router())
-        .merge(openapi::router())
+        .merge(health::router());
+    openapi::serve(api)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }
