@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
-use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use axum_extra::headers::authorization::Bearer;
+use axum_extra::headers::{Authorization, HeaderMapExt};
 
 use crate::auth::token::{looks_like_token, token_hash};
 use crate::store::{Store, StoreResult, User};
@@ -62,14 +65,8 @@ pub async fn check(
 /// another scheme, or malformed, counts as absent: the cookie is looked at.
 pub fn presented_token(headers: &HeaderMap, secure: bool) -> Option<String> {
     let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_owned())
-        });
+        .typed_get::<Authorization<Bearer>>()
+        .map(|auth| auth.token().trim().to_owned());
     bearer
         .or_else(|| cookie(headers, SESSION_COOKIE, "/", secure))
         .filter(|t| looks_like_token(t))
@@ -90,18 +87,25 @@ pub fn cookie_name(name: &str, path: &str, secure: bool) -> String {
 /// The value of our cookie `name` (set for `path`) in the request's Cookie headers.
 /// Several pairs of that name with different values — one of them tossed in by someone
 /// else — are ambiguous, and count as none.
+///
+/// Each pair is parsed by axum-extra's cookie parser, but not gathered in its
+/// `CookieJar`: a jar keeps one cookie per name (the last one parsed), so a tossed-in
+/// second cookie of our name would quietly win or lose instead of making the pair
+/// ambiguous. The rule is kept here, by hand.
 pub fn cookie(headers: &HeaderMap, name: &str, path: &str, secure: bool) -> Option<String> {
     let name = cookie_name(name, path, secure);
     let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'));
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == name);
     let first = values.next()?;
-    values.all(|v| v == first).then(|| first.to_owned())
+    let first = first.value_trimmed();
+    values
+        .all(|c| c.value_trimmed() == first)
+        .then(|| first.to_owned())
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure (with its name prefixed,
@@ -113,14 +117,16 @@ pub fn set_cookie(
     max_age: Duration,
     secure: bool,
 ) -> HeaderValue {
-    let name = cookie_name(name, path, secure);
-    let secure = if secure { "; Secure" } else { "" };
-    let cookie = format!(
-        "{name}={value}; Path={path}{secure}; HttpOnly; SameSite=Strict; Max-Age={}",
-        max_age.as_secs()
-    );
+    let cookie = Cookie::build((cookie_name(name, path, secure), value))
+        .path(path)
+        .secure(secure)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        // Only a lifetime past i64::MAX seconds does not convert.
+        .max_age(max_age.try_into().unwrap_or_default())
+        .build();
     // Tokens are base64url, names and paths are ours: always a valid header value.
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -206,7 +212,7 @@ mod tests {
         let c = set_cookie("session", "abc", "/", Duration::from_secs(60), true);
         assert_eq!(
             c.to_str().unwrap(),
-            "__Host-session=abc; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=60"
+            "__Host-session=abc; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=60"
         );
         let c = set_cookie(
             "reset_token",
@@ -219,7 +225,7 @@ mod tests {
         let c = set_cookie("session", "", "/", Duration::ZERO, false);
         assert_eq!(
             c.to_str().unwrap(),
-            "session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+            "session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
         );
     }
 }
