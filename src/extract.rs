@@ -1,6 +1,7 @@
 //! Request extractors whose rejections come back in our error shape: `ApiJson` (a JSON
 //! body, at most 16 KiB, with errors that name the field), `ClientIp` (who the client is,
-//! behind trusted proxies) and `RequestMeta` (what rate limits and the audit trail key on).
+//! behind trusted proxies), `RequestMeta` (what rate limits and the audit trail key on)
+//! and `AuthSession` (a live session, `auth::session`).
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,9 +16,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
-use crate::state::AppState;
-
+use crate::auth::session;
 use crate::error::ApiError;
+use crate::state::{now, AppState};
+use crate::store::User;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -254,6 +256,31 @@ impl FromRequestParts<AppState> for RequestMeta {
             ip,
             ip_key,
             user_agent,
+        })
+    }
+}
+
+/// A request made with a live session. Rejects with 401 otherwise.
+pub struct AuthSession {
+    pub user: User,
+    pub token_hash: String,
+}
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        const NO_SESSION: ApiError =
+            ApiError::Unauthorized("Not logged in, or the session has expired");
+        let token = session::presented_token(&parts.headers, state.settings.cookie_secure)
+            .ok_or(NO_SESSION)?;
+        let idle_timeout = state.settings.sessions.session_idle_timeout;
+        let live = session::check(state.store.as_ref(), &token, idle_timeout, now())
+            .await?
+            .ok_or(NO_SESSION)?;
+        Ok(AuthSession {
+            user: live.user,
+            token_hash: live.token_hash,
         })
     }
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use clap::Parser;
 use gatehouse::auth::password::PasswordHasher;
 use gatehouse::cli::{Cli, Command};
-use gatehouse::startup::{shutdown_signal, Application};
+use gatehouse::server::shutdown_signal;
+use gatehouse::startup::Application;
 use gatehouse::telemetry;
 
 #[global_allocator]

@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_minted_cookie_verifies_and_names_its_user() {
-        let keys = Keys::from_secret("a server secret of at least thirty-two characters");
+        let keys = Keys::from_secret("a server secret of at least thirty-two characters").unwrap();
         let v = mint(&keys, 42);
         let d = verify(&keys, &v).unwrap();
         assert_eq!(d.user_id, 42);
@@ -124,8 +124,8 @@ mod tests {
 
     #[test]
     fn a_forged_or_foreign_cookie_does_not_verify() {
-        let keys = Keys::from_secret("a server secret of at least thirty-two characters");
-        let other = Keys::from_secret("another server secret, also long enough to use");
+        let keys = Keys::from_secret("a server secret of at least thirty-two characters").unwrap();
+        let other = Keys::from_secret("another server secret, also long enough to use").unwrap();
         let v = mint(&keys, 42);
         assert_eq!(verify(&other, &v), None);
         // The user id changed to 43 with the tag kept.

@@ -14,9 +14,11 @@ use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The MACs are kept keyed: cloning a keyed MAC is cheaper than keying one per use, and
+/// keying is the one step that can fail (in signature only), so it fails at start-up.
 pub struct Keys {
-    otp: Zeroizing<[u8; 32]>,
-    device: Zeroizing<[u8; 32]>,
+    otp: HmacSha256,
+    device: HmacSha256,
     outbox: XChaCha20Poly1305,
 }
 
@@ -24,24 +26,38 @@ pub struct Keys {
 #[error("queued message could not be decrypted (was SECRET_KEY changed?)")]
 pub struct SealError;
 
-fn derive(secret: &[u8], label: &str) -> Zeroizing<[u8; 32]> {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
-        // HMAC takes keys of any length; this branch cannot be reached.
-        unreachable!("HMAC accepts any key length")
-    });
+/// Keying failed. HMAC takes keys of any length, so this does not happen; the type is
+/// here because the `hmac` API returns a `Result`.
+#[derive(Debug, thiserror::Error)]
+#[error("the server secret cannot key HMAC-SHA256")]
+pub struct KeyError;
+
+/// Encrypting a queued message failed. XChaCha20-Poly1305 refuses only plaintexts of
+/// 256 GiB and more, so this does not happen either.
+#[derive(Debug, thiserror::Error)]
+#[error("queued message could not be encrypted")]
+pub struct EncryptError;
+
+fn mac(key: &[u8]) -> Result<HmacSha256, KeyError> {
+    <HmacSha256 as Mac>::new_from_slice(key).map_err(|_| KeyError)
+}
+
+fn derive(secret: &[u8], label: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let mut mac = mac(secret)?;
     mac.update(label.as_bytes());
-    Zeroizing::new(mac.finalize().into_bytes().into())
+    Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
 }
 
 impl Keys {
-    pub fn from_secret(secret: &str) -> Self {
-        let otp = derive(secret.as_bytes(), "gatehouse/otp/v1");
-        let outbox_key = derive(secret.as_bytes(), "gatehouse/outbox/v1");
-        Keys {
-            otp,
-            device: derive(secret.as_bytes(), "gatehouse/device/v1"),
+    pub fn from_secret(secret: &str) -> Result<Self, KeyError> {
+        let otp = derive(secret.as_bytes(), "gatehouse/otp/v1")?;
+        let device = derive(secret.as_bytes(), "gatehouse/device/v1")?;
+        let outbox_key = derive(secret.as_bytes(), "gatehouse/outbox/v1")?;
+        Ok(Keys {
+            otp: mac(otp.as_slice())?,
+            device: mac(device.as_slice())?,
             outbox: XChaCha20Poly1305::new(outbox_key.as_slice().into()),
-        }
+        })
     }
 
     /// The stored form of a code: HMAC-SHA256 under the server secret, bound to the user,
@@ -63,8 +79,7 @@ impl Keys {
 
     /// The MAC of a device cookie's body (see `auth::device`).
     pub fn device_tag(&self, body: &[u8]) -> [u8; 32] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.device.as_slice())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        let mut mac = self.device.clone();
         mac.update(body);
         mac.finalize().into_bytes().into()
     }
@@ -78,20 +93,19 @@ impl Keys {
     }
 
     fn otp_mac(&self) -> HmacSha256 {
-        <HmacSha256 as Mac>::new_from_slice(self.otp.as_slice())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+        self.otp.clone()
     }
 
     /// Encrypts a queued message (it may carry a code) for storage: base64(nonce ‖ ciphertext).
-    pub fn seal(&self, plaintext: &[u8]) -> String {
+    pub fn seal(&self, plaintext: &[u8]) -> Result<String, EncryptError> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = self
             .outbox
             .encrypt(&nonce, plaintext)
-            .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encryption cannot fail"));
+            .map_err(|_| EncryptError)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ciphertext);
-        STANDARD.encode(out)
+        Ok(STANDARD.encode(out))
     }
 
     pub fn open(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
@@ -113,8 +127,8 @@ mod tests {
 
     #[test]
     fn code_hashes_are_keyed_and_bound_to_the_user() {
-        let k = Keys::from_secret("a secret of at least thirty-two chars!!");
-        let other = Keys::from_secret("another secret of thirty-two chars!!!!");
+        let k = Keys::from_secret("a secret of at least thirty-two chars!!").unwrap();
+        let other = Keys::from_secret("another secret of thirty-two chars!!!!").unwrap();
         let h = k.code_hash(7, "123456");
         assert!(k.code_matches(7, "123456", &h));
         assert!(!k.code_matches(7, "123457", &h));
@@ -125,11 +139,11 @@ mod tests {
 
     #[test]
     fn sealed_messages_open_only_with_the_same_secret() {
-        let k = Keys::from_secret("a secret of at least thirty-two chars!!");
-        let sealed = k.seal(b"your code is 123456");
+        let k = Keys::from_secret("a secret of at least thirty-two chars!!").unwrap();
+        let sealed = k.seal(b"your code is 123456").unwrap();
         assert!(!sealed.contains("123456"));
         assert_eq!(k.open(&sealed).unwrap().as_slice(), b"your code is 123456");
-        let other = Keys::from_secret("another secret of thirty-two chars!!!!");
+        let other = Keys::from_secret("another secret of thirty-two chars!!!!").unwrap();
         assert!(other.open(&sealed).is_err());
         assert!(k.open("not base64!").is_err());
         assert!(k.open("AAAA").is_err());

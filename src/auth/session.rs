@@ -7,15 +7,14 @@
 
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, COOKIE};
-use axum::http::request::Parts;
-use axum::http::HeaderValue;
+use axum::http::header::COOKIE;
+use axum::http::{HeaderMap, HeaderValue};
+use axum_extra::extract::cookie::Cookie;
+use axum_extra::headers::authorization::Bearer;
+use axum_extra::headers::{Authorization, HeaderMapExt};
 
 use crate::auth::token::{looks_like_token, token_hash};
-use crate::error::ApiError;
-use crate::state::{now, AppState};
-use crate::store::User;
+use crate::store::{Store, StoreResult, User};
 
 pub const SESSION_COOKIE: &str = "session";
 pub const RESET_COOKIE: &str = "reset_token";
@@ -34,53 +33,42 @@ pub fn touch_every(idle_timeout: Duration) -> i64 {
     (idle_timeout.as_secs() / 4).clamp(1, TOUCH_EVERY_SECS as u64) as i64
 }
 
-/// A request made with a live session. Rejects with 401 otherwise.
-pub struct AuthSession {
+/// A live session: its user, and the hash its token is stored under.
+pub struct LiveSession {
     pub user: User,
     pub token_hash: String,
 }
 
-impl FromRequestParts<AppState> for AuthSession {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        const NO_SESSION: ApiError =
-            ApiError::Unauthorized("Not logged in, or the session has expired");
-        let token = presented_token(parts, state.settings.cookie_secure).ok_or(NO_SESSION)?;
-        let hash = token_hash(&token);
-        let now = now();
-        let idle_timeout = state.settings.sessions.session_idle_timeout;
-        let idle = idle_timeout.as_secs() as i64;
-        // Refreshed once it is `touch_every` seconds old (the store refreshes a clock
-        // strictly older than the cut-off it is given).
-        let touch_before = now - touch_every(idle_timeout) + 1;
-        let user = state
-            .store
-            .session_user(&hash, now, now - idle, touch_before)
-            .await?
-            .ok_or(NO_SESSION)?;
-        Ok(AuthSession {
-            user,
-            token_hash: hash,
-        })
-    }
+/// The live session `token` names at `now`: not expired, used within `idle_timeout`, its
+/// user not disabled. Its idle clock is refreshed once it is `touch_every` seconds old.
+pub async fn check(
+    store: &dyn Store,
+    token: &str,
+    idle_timeout: Duration,
+    now: i64,
+) -> StoreResult<Option<LiveSession>> {
+    let hash = token_hash(token);
+    let idle = idle_timeout.as_secs() as i64;
+    // The store refreshes a clock strictly older than the cut-off it is given.
+    let touch_before = now - touch_every(idle_timeout) + 1;
+    let user = store
+        .session_user(&hash, now, now - idle, touch_before)
+        .await?;
+    Ok(user.map(|user| LiveSession {
+        user,
+        token_hash: hash,
+    }))
 }
 
 /// The session token from `Authorization: Bearer …`, else from the session cookie;
-/// anything not shaped like one of our tokens is ignored.
-pub fn presented_token(parts: &Parts, secure: bool) -> Option<String> {
-    let bearer = parts
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| rest.trim().to_owned())
-        });
+/// anything not shaped like one of our tokens is ignored. An Authorization header of
+/// another scheme, or malformed, counts as absent: the cookie is looked at.
+pub fn presented_token(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let bearer = headers
+        .typed_get::<Authorization<Bearer>>()
+        .map(|auth| auth.token().trim().to_owned());
     bearer
-        .or_else(|| cookie(&parts.headers, SESSION_COOKIE, "/", secure))
+        .or_else(|| cookie(headers, SESSION_COOKIE, "/", secure))
         .filter(|t| looks_like_token(t))
 }
 
@@ -99,23 +87,25 @@ pub fn cookie_name(name: &str, path: &str, secure: bool) -> String {
 /// The value of our cookie `name` (set for `path`) in the request's Cookie headers.
 /// Several pairs of that name with different values — one of them tossed in by someone
 /// else — are ambiguous, and count as none.
-pub fn cookie(
-    headers: &axum::http::HeaderMap,
-    name: &str,
-    path: &str,
-    secure: bool,
-) -> Option<String> {
+///
+/// Each pair is parsed by axum-extra's cookie parser, but not gathered in its
+/// `CookieJar`: a jar keeps one cookie per name (the last one parsed), so a tossed-in
+/// second cookie of our name would quietly win or lose instead of making the pair
+/// ambiguous. The rule is kept here, by hand.
+pub fn cookie(headers: &HeaderMap, name: &str, path: &str, secure: bool) -> Option<String> {
     let name = cookie_name(name, path, secure);
     let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'));
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == name);
     let first = values.next()?;
-    values.all(|v| v == first).then(|| first.to_owned())
+    let first = first.value_trimmed();
+    values
+        .all(|c| c.value_trimmed() == first)
+        .then(|| first.to_owned())
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure (with its name prefixed,
@@ -127,13 +117,15 @@ pub fn set_cookie(
     max_age: Duration,
     secure: bool,
 ) -> HeaderValue {
+    // Written out rather than with `cookie::Cookie`'s builder, which orders the attributes
+    // its own way: these are the attributes, in the order, that the OpenAPI document and
+    // the README show.
     let name = cookie_name(name, path, secure);
     let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
         "{name}={value}; Path={path}{secure}; HttpOnly; SameSite=Strict; Max-Age={}",
         max_age.as_secs()
     );
-    // Tokens are base64url, names and paths are ours: always a valid header value.
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -142,12 +134,12 @@ mod tests {
     use super::*;
     use axum::http::Request;
 
-    fn parts(headers: &[(&str, &str)]) -> Parts {
+    fn parts(headers: &[(&str, &str)]) -> HeaderMap {
         let mut b = Request::builder();
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        b.body(()).unwrap().into_parts().0
+        b.body(()).unwrap().into_parts().0.headers
     }
 
     #[test]
@@ -168,6 +160,29 @@ mod tests {
         assert_eq!(presented_token(&p, true), None);
         let p = parts(&[("cookie", &format!("__Host-session={t2}"))]);
         assert_eq!(presented_token(&p, true), Some(t2));
+    }
+
+    #[test]
+    fn an_authorization_header_of_another_scheme_leaves_the_cookie_to_speak() {
+        let t1 = crate::auth::token::new_token();
+        let t2 = crate::auth::token::new_token();
+        let cookie = format!("session={t2}");
+        for other in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer\tx",
+            "Bearerx y",
+            "Token abc",
+        ] {
+            let p = parts(&[("authorization", other), ("cookie", &cookie)]);
+            assert_eq!(presented_token(&p, false), Some(t2.clone()), "{other:?}");
+        }
+        // The scheme is case-insensitive; a bearer of the wrong shape is no token, and
+        // does not fall back to the cookie.
+        let p = parts(&[("authorization", &format!("bEaReR {t1}"))]);
+        assert_eq!(presented_token(&p, false), Some(t1));
+        let p = parts(&[("authorization", "Bearer nonsense"), ("cookie", &cookie)]);
+        assert_eq!(presented_token(&p, false), None);
     }
 
     #[test]

@@ -22,9 +22,19 @@ use crate::config::OutboxSettings;
 use crate::state::now;
 use crate::store::{Store, StoreResult};
 
+/// Why a message could not be sealed (neither happens in practice: the message is plain
+/// strings and the cipher takes any length).
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("message not serialised: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Encrypt(#[from] crate::auth::keys::EncryptError),
+}
+
 /// A message as the outbox table stores it: JSON, encrypted under the outbox key.
-pub fn seal(keys: &Keys, message: &Message) -> Result<String, serde_json::Error> {
-    Ok(keys.seal(&serde_json::to_vec(message)?))
+pub fn seal(keys: &Keys, message: &Message) -> Result<String, SealError> {
+    Ok(keys.seal(&serde_json::to_vec(message)?)?)
 }
 
 /// A stored payload back as the message it seals.

@@ -9,18 +9,22 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use std::sync::atomic::Ordering;
 
 use crate::state::{now, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 /// The operations listener's routes: liveness, the detailed readiness report, metrics.
+/// Not in the OpenAPI document, which describes the public listener; the operations
+/// listener is for a private network.
 pub fn operations_router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))

@@ -4,9 +4,10 @@ use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::http::HeaderMap;
 use axum::response::{AppendHeaders, IntoResponse};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::MessageBody;
@@ -18,8 +19,8 @@ use crate::error::{ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/login", post(login))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -1,8 +1,9 @@
 //! The HTTP API: one module per feature, each exposing `router()`, merged here with the
-//! JSON 404/405 fallbacks.
+//! JSON 404/405 fallbacks; `app` wraps them in the middleware (`middleware`).
 
 mod health;
 mod login;
+mod middleware;
 mod openapi;
 mod recovery;
 mod register;
@@ -10,18 +11,31 @@ mod session;
 
 use axum::Router;
 use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The public router with every middleware, ready to serve. A plain function so tests
+/// can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let routes = router()
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .with_state(state);
+    middleware::wrap(routes, &settings)
+}
+
+/// Every public route, with `GET /openapi.json` describing them all.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(register::router())
         .merge(login::router())
         .merge(session::router())
         .merge(recovery::router())
-        .merge(health::router())
-        .merge(openapi::router())
+        .merge(health::router());
+    openapi::serve(api)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

@@ -1,30 +1,48 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated at compile time
-//! from the `#[utoipa::path]` annotations on the handlers and the `ToSchema` derives on
-//! the bodies they read and write, so it cannot drift from the code. Schemathesis checks
-//! the running server against it (`scripts/schemathesis.sh`).
+//! `GET /openapi.json`: the OpenAPI 3.1 document of this API, assembled from the routers
+//! themselves (`utoipa_axum`'s `OpenApiRouter`): each route is registered once, with the
+//! path, method and responses of its `#[utoipa::path]` annotation, and the bodies it reads
+//! and writes come from their `ToSchema` derives, so the document cannot drift from the
+//! code. Schemathesis checks the running server against it (`scripts/schemathesis.sh`).
+//!
+//! This module knows no route module: `routes::router` hands it the assembled API
+//! (`serve`), and the route modules take the shared responses below from here.
 //!
 //! Statuses that many routes share are declared once here (`BodyErrors`, `RateLimited`,
 //! `Unavailable`); the headers every response carries (`X-Request-Id`) are added by
 //! `CommonHeaders`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{HeaderBuilder, ObjectBuilder, RefOr, Type};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
-use super::{health, login, recovery, register, session};
 use crate::error::ErrorBody;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json))
+/// `api` as a plain router, with `GET /openapi.json` added, serving the document of every
+/// route in `api` and of itself.
+pub fn serve(api: OpenApiRouter<AppState>) -> Router<AppState> {
+    let served = Served::default();
+    let (router, openapi) = api
+        .routes(routes!(openapi_json).layer(Extension(served.clone())))
+        .split_for_parts();
+    // The document names this route too, so it can only be written once the route is in.
+    let body = serde_json::to_vec(&document(openapi)).unwrap_or_default();
+    let _ = served.0.set(Bytes::from(body));
+    router
 }
+
+/// The serialised document, shared with the handler that serves it.
+#[derive(Clone, Default)]
+struct Served(Arc<OnceLock<Bytes>>);
 
 /// The name of the request id header on every response.
 const REQUEST_ID: &str = "X-Request-Id";
@@ -46,20 +64,8 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
             with the same error body. A 500 body never shows internals.",
         license(name = "MIT"),
     ),
-    paths(
-        register::register,
-        login::login,
-        session::me,
-        session::logout,
-        recovery::forgot_password,
-        recovery::validate_otp,
-        recovery::reset_password,
-        health::healthz,
-        health::readyz,
-        openapi_json,
-    ),
     components(schemas(ErrorBody)),
-    modifiers(&SecuritySchemes, &CommonHeaders),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "accounts", description = "Registration, login and sessions"),
         (name = "recovery", description = "Password recovery by one-time code"),
@@ -103,7 +109,8 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// Adds `X-Request-Id` to every response of every operation.
+/// Adds `X-Request-Id` to every response of every operation; applied by `document`, once
+/// every route is in.
 struct CommonHeaders;
 
 impl Modify for CommonHeaders {
@@ -139,9 +146,11 @@ impl Modify for CommonHeaders {
     }
 }
 
-/// The document as served: `ApiDoc` with the always-sent headers marked required.
-pub fn document() -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+/// The document as served: `ApiDoc` with every route's operations (`openapi`), the
+/// common headers, and the always-sent headers marked required.
+fn document(mut openapi: utoipa::openapi::OpenApi) -> Value {
+    CommonHeaders.modify(&mut openapi);
+    let mut doc = serde_json::to_value(openapi).unwrap_or_default();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         let responses = paths
             .values_mut()
@@ -174,10 +183,9 @@ pub fn document() -> Value {
             body = Object, content_type = "application/json"),
     )
 )]
-async fn openapi_json() -> Response {
-    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
-    let body = DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default());
-    ([(CONTENT_TYPE, "application/json")], body.as_slice()).into_response()
+async fn openapi_json(Extension(served): Extension<Served>) -> Response {
+    let body = served.0.get().cloned().unwrap_or_default();
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// 400, 413, 415 and 422: what any route that reads a JSON body can answer.

@@ -9,9 +9,10 @@ use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::http::HeaderMap;
 use axum::response::{AppendHeaders, IntoResponse};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::MessageBody;
@@ -24,11 +25,11 @@ use crate::extract::{ApiJson, RequestMeta};
 use crate::notify::Channel;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/forgot-password", post(forgot_password))
-        .route("/validate-otp", post(validate_otp))
-        .route("/reset-password", post(reset_password))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(forgot_password))
+        .routes(routes!(validate_otp))
+        .routes(routes!(reset_password))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

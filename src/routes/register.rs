@@ -2,9 +2,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::MessageBody;
@@ -16,8 +17,8 @@ use crate::limit;
 use crate::state::{now, AppState};
 use crate::store::{NewUser, StoreError};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/register", post(register))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(register))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

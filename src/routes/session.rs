@@ -5,20 +5,22 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::response::{AppendHeaders, IntoResponse};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::openapi::Unavailable;
 use super::MessageBody;
-use crate::auth::session::{set_cookie, AuthSession, SESSION_COOKIE};
+use crate::auth::session::{set_cookie, SESSION_COOKIE};
 use crate::error::{ErrorBody, Result};
+use crate::extract::AuthSession;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/me", get(me))
-        .route("/logout", post(logout))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(logout))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

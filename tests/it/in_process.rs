@@ -61,7 +61,7 @@ impl InProcess {
         let state = AppState {
             store: gatehouse::store::connect(&settings.database).await.unwrap(),
             hasher: Arc::new(PasswordHasher::new(&settings.hashing).unwrap()),
-            keys: Arc::new(Keys::from_secret("in-process tests: a secret of 32+ chars")),
+            keys: Arc::new(Keys::from_secret("in-process tests: a secret of 32+ chars").unwrap()),
             limiter: Arc::new(MemoryLimiter::default()),
             settings: Arc::new(*settings),
             outbox_wake: Arc::default(),
