@@ -295,8 +295,17 @@ async fn a_well_formed_request_id_comes_back_and_any_other_is_replaced() {
         assert_eq!(minted.len(), 1, "{ids:?}");
         let minted = minted[0].to_str().unwrap();
         assert!(
-            uuid::Uuid::parse_str(minted).is_ok(),
+            is_uuid(minted),
             "{ids:?} should get a fresh UUID, got {minted:?}"
         );
     }
+}
+
+/// Whether `s` is a UUID in its hyphenated lower-case form (8-4-4-4-12 hex digits).
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
