@@ -8,7 +8,12 @@
 //! - `store_contract`: the `Store` trait held to one contract on every database.
 //! - `parsers_prop`: property tests of the domain parsers.
 //! - `harness_selftest`: the parts of `common` that are ours (the SMTP sink, the waits).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
 
 mod common;
 
