@@ -205,8 +205,9 @@ fn strip_url_suffix(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::notify::Channel;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn settings(base: &str) -> SmsSettings {
         SmsSettings {
@@ -287,82 +288,51 @@ mod tests {
         assert_eq!(n.name(), "twilio");
     }
 
-    /// Serves one HTTP/1.1 request on 127.0.0.1 with the given status line and JSON body,
-    /// and hands back the raw request (head and body).
-    async fn serve_once(
-        status: &'static str,
-        body: &'static str,
-    ) -> (String, tokio::task::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/", listener.local_addr().unwrap());
-        let handle = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let head_end = loop {
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before sending a full request");
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-            };
-            let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            while buf.len() < head_end + length {
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before sending the whole body");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(response.as_bytes()).await.unwrap();
-            stream.shutdown().await.unwrap();
-            String::from_utf8(buf).unwrap()
-        });
-        (base, handle)
+    /// A Twilio stand-in on 127.0.0.1 that answers every request with `status` and the
+    /// JSON `body`.
+    async fn twilio(status: u16, body: &'static str) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(status).set_body_raw(body, "application/json"))
+            .mount(&server)
+            .await;
+        server
     }
 
-    fn header<'a>(request: &'a str, name: &str) -> Option<&'a str> {
-        request.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+    fn notifier(server: &MockServer, timeout: Duration) -> TwilioNotifier {
+        TwilioNotifier::from_settings(&settings(&server.uri()), timeout)
+            .unwrap()
+            .unwrap()
     }
 
     #[tokio::test]
     async fn created_is_ok_and_the_request_is_what_twilio_expects() {
-        let (base, server) = serve_once("201 Created", r#"{"sid":"SM1","status":"queued"}"#).await;
-        let n = TwilioNotifier::from_settings(&settings(&base), Duration::from_secs(5))
-            .unwrap()
+        let server = twilio(201, r#"{"sid":"SM1","status":"queued"}"#).await;
+        notifier(&server, Duration::from_secs(5))
+            .send(&message())
+            .await
             .unwrap();
-        n.send(&message()).await.unwrap();
 
-        let request = server.await.unwrap();
-        let (head, body) = request.split_once("\r\n\r\n").unwrap();
+        let requests = server.received_requests().await.unwrap();
+        let [request] = requests.as_slice() else {
+            panic!("expected one request, got {}", requests.len());
+        };
+        assert_eq!(request.method.as_str(), "POST");
         assert_eq!(
-            head.lines().next().unwrap(),
-            "POST /2010-04-01/Accounts/AC0123456789abcdef/Messages.json HTTP/1.1"
+            request.url.path(),
+            "/2010-04-01/Accounts/AC0123456789abcdef/Messages.json"
         );
+        let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
         // base64("AC0123456789abcdef:s3cret-token")
         assert_eq!(
-            header(head, "authorization"),
+            header("authorization"),
             Some("Basic QUMwMTIzNDU2Nzg5YWJjZGVmOnMzY3JldC10b2tlbg==")
         );
         assert_eq!(
-            header(head, "content-type"),
+            header("content-type"),
             Some("application/x-www-form-urlencoded")
         );
-        let fields: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        let fields: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
             .into_owned()
             .collect();
         let field = |k: &str| {
@@ -379,12 +349,11 @@ mod tests {
 
     #[tokio::test]
     async fn client_error_is_permanent_with_twilios_message() {
-        let (base, _server) =
-            serve_once("400 Bad Request", r#"{"code":21211,"message":"bad To"}"#).await;
-        let n = TwilioNotifier::from_settings(&settings(&base), Duration::from_secs(5))
-            .unwrap()
-            .unwrap();
-        match n.send(&message()).await {
+        let server = twilio(400, r#"{"code":21211,"message":"bad To"}"#).await;
+        match notifier(&server, Duration::from_secs(5))
+            .send(&message())
+            .await
+        {
             Err(NotifyError::Permanent(e)) => {
                 assert!(e.contains("400"), "{e}");
                 assert!(e.contains("bad To"), "{e}");
@@ -396,12 +365,12 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_and_rate_limited_are_temporary() {
-        for status in ["503 Service Unavailable", "429 Too Many Requests"] {
-            let (base, _server) = serve_once(status, r#"{"message":"slow down"}"#).await;
-            let n = TwilioNotifier::from_settings(&settings(&base), Duration::from_secs(5))
-                .unwrap()
-                .unwrap();
-            match n.send(&message()).await {
+        for status in [503, 429] {
+            let server = twilio(status, r#"{"message":"slow down"}"#).await;
+            match notifier(&server, Duration::from_secs(5))
+                .send(&message())
+                .await
+            {
                 Err(NotifyError::Temporary(e)) => assert!(!e.contains("493817"), "{e}"),
                 other => panic!("{status}: expected Temporary, got {other:?}"),
             }
@@ -427,21 +396,18 @@ mod tests {
 
     #[tokio::test]
     async fn silence_past_the_timeout_is_temporary() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/", listener.local_addr().unwrap());
-        // Accepts and then never answers.
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(stream);
-        });
-        let n = TwilioNotifier::from_settings(&settings(&base), Duration::from_millis(200))
-            .unwrap()
-            .unwrap();
-        match n.send(&message()).await {
+        // Answers, but only after the notifier has given up.
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(5)))
+            .mount(&server)
+            .await;
+        match notifier(&server, Duration::from_millis(200))
+            .send(&message())
+            .await
+        {
             Err(NotifyError::Temporary(e)) => assert!(e.contains("timed out"), "{e}"),
             other => panic!("expected Temporary, got {other:?}"),
         }
-        server.abort();
     }
 }
