@@ -71,16 +71,14 @@ async fn find(store: &Arc<dyn Store>, raw: &str) -> Result<User, Box<dyn std::er
         .ok_or_else(|| fail(format!("no user matches `{raw}`")))
 }
 
-async fn record(store: &Arc<dyn Store>, event: &str, user_id: i64) {
-    let e = AuditEvent {
+/// The audit row of a change made from the command line, committed with the change.
+fn by_cli(event: &'static str, user_id: i64) -> AuditEvent<'static> {
+    AuditEvent {
         user_id: Some(user_id),
         event,
         ip: None,
         user_agent: Some("gatehouse-cli"),
         at: now(),
-    };
-    if let Err(err) = store.record_audit(&e).await {
-        eprintln!("warning: audit event not recorded: {err}");
     }
 }
 
@@ -151,21 +149,23 @@ pub async fn user(cmd: UserCommand) -> CliResult {
         }
         UserAction::Disable { identifier } => {
             let u = find(&store, &identifier).await?;
-            store.set_disabled(u.id, Some(now())).await?;
-            record(&store, "account_disabled", u.id).await;
-            record(&store, "sessions_revoked", u.id).await;
+            let events = [
+                by_cli("account_disabled", u.id),
+                by_cli("sessions_revoked", u.id),
+            ];
+            store.set_disabled(u.id, Some(now()), &events).await?;
             println!("disabled {} and revoked their sessions", u.username);
         }
         UserAction::Enable { identifier } => {
             let u = find(&store, &identifier).await?;
-            store.set_disabled(u.id, None).await?;
-            record(&store, "account_enabled", u.id).await;
+            let events = [by_cli("account_enabled", u.id)];
+            store.set_disabled(u.id, None, &events).await?;
             println!("enabled {}", u.username);
         }
         UserAction::RevokeSessions { identifier } => {
             let u = find(&store, &identifier).await?;
-            let n = store.revoke_sessions(u.id).await?;
-            record(&store, "sessions_revoked", u.id).await;
+            let events = [by_cli("sessions_revoked", u.id)];
+            let n = store.revoke_sessions(u.id, &events).await?;
             println!("revoked {n} session(s) of {}", u.username);
         }
         UserAction::SetPassword {
@@ -188,9 +188,11 @@ pub async fn user(cmd: UserCommand) -> CliResult {
             .into_password();
             let hasher = PasswordHasher::new(&hashing)?;
             let hash = hasher.hash(&password).await?;
-            store.set_password_hash(u.id, &hash, now()).await?;
-            record(&store, "password_set", u.id).await;
-            record(&store, "sessions_revoked", u.id).await;
+            let events = [
+                by_cli("password_set", u.id),
+                by_cli("sessions_revoked", u.id),
+            ];
+            store.set_password_hash(u.id, &hash, now(), &events).await?;
             println!(
                 "password of {} set; their sessions were revoked",
                 u.username

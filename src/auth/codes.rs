@@ -144,18 +144,17 @@ async fn issue_if_allowed(
         );
         return Ok(());
     };
-    issue(state, user, channel, device).await?;
-    audit::attempt(state, "code_requested", Some(user.id), origin).await;
-    Ok(())
+    issue(state, user, channel, device, origin).await
 }
 
-/// A new code for `user`, stored as its keyed hash with its message to `channel`, in one
-/// transaction that also kills the user's older codes.
+/// A new code for `user`, stored as its keyed hash with its message to `channel` and its
+/// audit row, in one transaction that also kills the user's older codes.
 async fn issue(
     state: &AppState,
     user: &User,
     channel: Channel,
     device: Option<&Device>,
+    origin: &Origin,
 ) -> Result<()> {
     let to = match channel {
         Channel::Sms => user.phone.clone().unwrap_or_default(),
@@ -192,6 +191,7 @@ async fn issue(
                 payload: &sealed,
                 now,
             },
+            &[origin.event("code_requested", Some(user.id))],
         )
         .await?;
     state.outbox_wake.notify_one();
@@ -359,13 +359,13 @@ async fn redeem(
                 now,
                 expires_at: now + ttl.as_secs() as i64,
             },
+            &[origin.event("code_validated", Some(user.id))],
         )
         .await?;
     if !redeemed {
         return Err(ApiError::InvalidOtp);
     }
     tracing::info!(user_id = user.id, "recovery code validated");
-    audit::attempt(state, "code_validated", Some(user.id), origin).await;
     Ok((token, user.id))
 }
 

@@ -9,7 +9,7 @@
 
 use tokio::time::Instant;
 
-use crate::audit::{self, Origin};
+use crate::audit::Origin;
 use crate::auth::lookup;
 use crate::auth::ownership::Proofs;
 use crate::auth::token::{looks_like_token, token_hash};
@@ -96,6 +96,14 @@ pub async fn reset_password(
             now,
         })
         .collect();
+    let origin = Origin::of(meta);
+    let mut events = vec![
+        origin.event("password_reset", Some(user.id)),
+        origin.event("sessions_revoked", Some(user.id)),
+    ];
+    if phone_dropped {
+        events.push(origin.event("unproven_phone_removed", Some(user.id)));
+    }
     if !state
         .store
         .reset_password(
@@ -105,6 +113,7 @@ pub async fn reset_password(
             now,
             proven.map(Channel::as_str),
             &outbox,
+            &events,
         )
         .await?
     {
@@ -112,12 +121,6 @@ pub async fn reset_password(
     }
     state.outbox_wake.notify_one();
     tracing::info!(user_id = user.id, "password reset; all sessions revoked");
-    let origin = Origin::of(meta);
-    audit::attempt(state, "password_reset", Some(user.id), &origin).await;
-    audit::attempt(state, "sessions_revoked", Some(user.id), &origin).await;
-    if phone_dropped {
-        audit::attempt(state, "unproven_phone_removed", Some(user.id), &origin).await;
-    }
     Ok(())
 }
 

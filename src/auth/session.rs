@@ -14,7 +14,7 @@ use axum_extra::headers::authorization::Bearer;
 use axum_extra::headers::{Authorization, HeaderMapExt};
 
 use crate::auth::token::{looks_like_token, token_hash};
-use crate::store::{Store, StoreResult, User};
+use crate::store::{AuditEvent, Store, StoreResult, User};
 
 pub const SESSION_COOKIE: &str = "session";
 pub const RESET_COOKIE: &str = "reset_token";
@@ -58,6 +58,14 @@ pub async fn check(
         user,
         token_hash: hash,
     }))
+}
+
+/// Ends the session stored under `token_hash`, with the audit row of its ending (`event`)
+/// in the same commit. Ending one that is already gone is not an error.
+pub async fn close(store: &dyn Store, token_hash: &str, event: &AuditEvent<'_>) -> StoreResult<()> {
+    store
+        .delete_session(token_hash, std::slice::from_ref(event))
+        .await
 }
 
 /// The session token from `Authorization: Bearer …`, else from the session cookie;

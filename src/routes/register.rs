@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::MessageBody;
-use crate::audit::{self, Origin};
+use crate::audit::Origin;
 use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
@@ -139,13 +139,16 @@ async fn register(
         .map_err(ApiError::internal)?;
     let user_id = state
         .store
-        .create_user(&NewUser {
-            username: &username,
-            email: &email,
-            phone: phone.as_ref(),
-            password_hash: &hash,
-            now: now(),
-        })
+        .create_user(
+            &NewUser {
+                username: &username,
+                email: &email,
+                phone: phone.as_ref(),
+                password_hash: &hash,
+                now: now(),
+            },
+            &[Origin::of(&meta).event("registered", None)],
+        )
         .await
         // The only unique indexes on users are the username, email and phone keys.
         .map_err(|e| match e {
@@ -153,7 +156,6 @@ async fn register(
             other => other.into(),
         })?;
     tracing::info!(user_id, "user registered");
-    audit::attempt(&state, "registered", Some(user_id), &Origin::of(&meta)).await;
     Ok((
         StatusCode::CREATED,
         Json(MessageBody {

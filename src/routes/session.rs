@@ -12,9 +12,10 @@ use utoipa_axum::routes;
 
 use super::openapi::Unavailable;
 use super::MessageBody;
-use crate::auth::session::{set_cookie, SESSION_COOKIE};
+use crate::audit::Origin;
+use crate::auth::session::{self, set_cookie, SESSION_COOKIE};
 use crate::error::{ErrorBody, Result};
-use crate::extract::AuthSession;
+use crate::extract::{AuthSession, RequestMeta};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -91,8 +92,14 @@ async fn me(session: AuthSession) -> Json<Me> {
         Unavailable,
     )
 )]
-async fn logout(State(state): State<AppState>, session: AuthSession) -> Result<impl IntoResponse> {
-    state.store.delete_session(&session.token_hash).await?;
+async fn logout(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    session: AuthSession,
+) -> Result<impl IntoResponse> {
+    let origin = Origin::of(&meta);
+    let event = origin.event("logged_out", Some(session.user.id));
+    session::close(&*state.store, &session.token_hash, &event).await?;
     let clear = set_cookie(
         SESSION_COOKIE,
         "",

@@ -142,12 +142,14 @@ pub struct User {
     pub disabled_at: Option<i64>,
 }
 
-/// One security event for the audit trail.
+/// One security event for the audit trail. A store method that makes a change takes the
+/// events that record it and commits them with the change, or not at all.
+#[derive(Clone, Copy)]
 pub struct AuditEvent<'a> {
     pub user_id: Option<UserId>,
-    /// registered, login_succeeded, login_failed, code_requested, code_validated,
-    /// code_failed, password_reset, sessions_revoked, account_disabled, account_enabled,
-    /// password_set.
+    /// registered, login_succeeded, login_failed, logged_out, code_requested,
+    /// code_validated, code_failed, password_reset, sessions_revoked,
+    /// unproven_phone_removed, account_disabled, account_enabled, password_set.
     pub event: &'a str,
     pub ip: Option<&'a str>,
     pub user_agent: Option<&'a str>,
@@ -241,10 +243,10 @@ pub struct LiveCode {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct UserCodeRow {
     #[sqlx(flatten)]
-    user: User,
-    code_id: Option<i64>,
-    code_hash: Option<String>,
-    code_attempts: Option<i32>,
+    pub(crate) user: User,
+    pub(crate) code_id: Option<i64>,
+    pub(crate) code_hash: Option<String>,
+    pub(crate) code_attempts: Option<i32>,
 }
 
 impl UserCodeRow {
@@ -265,12 +267,12 @@ impl UserCodeRow {
 /// by phone, by username.
 pub(crate) const LOOKUP_COLUMNS: [&str; 3] = ["email_norm", "phone", "username_norm"];
 
-/// The `users` column an identifier is looked up by.
-pub(crate) fn lookup_column(identifier: &Identifier) -> &'static str {
+/// Which of `LOOKUP_COLUMNS` an identifier is looked up by.
+pub(crate) fn column_slot(identifier: &Identifier) -> usize {
     match identifier {
-        Identifier::Email(_) => LOOKUP_COLUMNS[0],
-        Identifier::Phone(_) => LOOKUP_COLUMNS[1],
-        Identifier::Username(_) => LOOKUP_COLUMNS[2],
+        Identifier::Email(_) => 0,
+        Identifier::Phone(_) => 1,
+        Identifier::Username(_) => 2,
     }
 }
 
@@ -306,8 +308,13 @@ pub trait Store: Send + Sync + 'static {
     /// the stored one: every instance on a database ends up with the same secret.
     async fn server_secret(&self, candidate: &str) -> StoreResult<String>;
 
-    /// Inserts a user; `Conflict` when the username, email or phone is taken.
-    async fn create_user(&self, user: &NewUser<'_>) -> StoreResult<UserId>;
+    /// Inserts a user and records `events` for them, in one transaction; `Conflict` when
+    /// the username, email or phone is taken.
+    async fn create_user(
+        &self,
+        user: &NewUser<'_>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<UserId>;
 
     async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>>;
 
@@ -339,11 +346,17 @@ pub trait Store: Send + Sync + 'static {
         touch_before: i64,
     ) -> StoreResult<Option<User>>;
 
-    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Ends a session, recording `events` if it existed, in one transaction.
+    async fn delete_session(&self, token_hash: &str, events: &[AuditEvent<'_>]) -> StoreResult<()>;
 
     /// In one transaction: kills the user's older unused codes, stores the new code's
-    /// hash, and queues the message that carries it.
-    async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()>;
+    /// hash, queues the message that carries it and records `events`.
+    async fn issue_code(
+        &self,
+        code: &NewCode<'_>,
+        message: &NewOutbox<'_>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<()>;
 
     async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>>;
 
@@ -373,9 +386,15 @@ pub trait Store: Send + Sync + 'static {
     /// Queues one message on its own (a notice that no other change carries).
     async fn queue_message(&self, message: &NewOutbox<'_>) -> StoreResult<()>;
 
-    /// Marks the code used and stores a reset token, in one transaction; false when the
-    /// code was already used (so a right code is redeemed exactly once).
-    async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool>;
+    /// Marks the code used, stores a reset token and records `events`, in one
+    /// transaction; false (and nothing written) when the code was already used, so a right
+    /// code is redeemed exactly once.
+    async fn redeem_code(
+        &self,
+        code_id: i64,
+        token: &NewResetToken<'_>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool>;
 
     /// The user's unused, unexpired reset token with this hash, if any (a cheap read, so
     /// that a bad token is refused before any password is hashed), with the channel its
@@ -390,8 +409,9 @@ pub trait Store: Send + Sync + 'static {
     /// In one transaction: consumes the user's reset token, sets the new hash, kills every
     /// other code and reset token of the user, revokes all their sessions, records the
     /// proof of `proven` (the channel the token's code went out on; an email proof also
-    /// drops a phone that was never proven) and queues the notices. False (and nothing
-    /// written) when the token is not live or not theirs.
+    /// drops a phone that was never proven), queues the notices and records `events`.
+    /// False (and nothing written) when the token is not live or not theirs.
+    #[allow(clippy::too_many_arguments)]
     async fn reset_password(
         &self,
         user_id: UserId,
@@ -400,6 +420,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         proven: Option<&str>,
         notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
     ) -> StoreResult<bool>;
 
     /// The channels (`email`, `sms`) the user has proven for the address they have now.
@@ -426,16 +447,33 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, search: Option<&str>, limit: u32) -> StoreResult<Vec<User>>;
 
     /// Disables (`Some(now)`) or enables (`None`) a user; disabling also revokes all their
-    /// sessions, in the same transaction. False when there is no such user.
-    async fn set_disabled(&self, user_id: UserId, disabled_at: Option<i64>) -> StoreResult<bool>;
+    /// sessions, in the same transaction, which records `events`. False (and nothing
+    /// written) when there is no such user.
+    async fn set_disabled(
+        &self,
+        user_id: UserId,
+        disabled_at: Option<i64>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool>;
 
-    /// Deletes all of a user's sessions; returns how many.
-    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64>;
+    /// Deletes all of a user's sessions and records `events`, in one transaction; returns
+    /// how many sessions went.
+    async fn revoke_sessions(&self, user_id: UserId, events: &[AuditEvent<'_>])
+        -> StoreResult<u64>;
 
     /// An administrator's password change: in one transaction sets the hash, revokes all
-    /// sessions and kills outstanding codes and reset tokens. False when no such user.
-    async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool>;
+    /// sessions, kills outstanding codes and reset tokens and records `events`. False (and
+    /// nothing written) when there is no such user.
+    async fn set_password_hash(
+        &self,
+        user_id: UserId,
+        hash: &str,
+        now: i64,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool>;
 
+    /// Records an attempt that changed nothing (a failed login, a wrong code): the only
+    /// audit row written on its own.
     async fn record_audit(&self, event: &AuditEvent<'_>) -> StoreResult<()>;
 
     /// A user's audit events since `since`, oldest first, at most `limit`.

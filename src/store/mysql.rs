@@ -197,7 +197,7 @@ impl MySqlStore {
         let options = super::quiet_statements(options);
         // Single-SELECT reads only (autocommit), so the pool's session settings
         // (`after_connect`) do not matter on them.
-        let hot = HotConnections::new(options.clone(), settings);
+        let kept = HotConnections::new(options.clone(), settings);
         let pool = super::server_pool::<MySql>(settings)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -224,7 +224,7 @@ impl MySqlStore {
         // sqlx takes a named lock (GET_LOCK) around migrations, so instances starting
         // together do not both apply one.
         sqlx::migrate!("migrations/mysql").run(&pool).await?;
-        Ok(SqlStore::new(pool, None, PointReads::kept(hot)))
+        Ok(SqlStore::new(pool, None, PointReads::Kept(kept)))
     }
 }
 

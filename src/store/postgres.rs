@@ -106,13 +106,13 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(&settings.database_url)
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let options = super::quiet_statements(options);
-        let hot = HotConnections::new(options.clone(), settings);
+        let kept = HotConnections::new(options.clone(), settings);
         let pool = super::server_pool::<Postgres>(settings)
             .connect_with(options)
             .await?;
         // sqlx takes an advisory lock around migrations, so instances starting together
         // apply each migration once.
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(SqlStore::new(pool, None, PointReads::kept(hot)))
+        Ok(SqlStore::new(pool, None, PointReads::Kept(kept)))
     }
 }

@@ -23,11 +23,11 @@ use futures_util::future::BoxFuture;
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 
 use super::hot::HotConnections;
-use super::sqlite_inline::InlineReaders;
+use super::sqlite_inline::{self, InlineReaders};
 use super::{
-    lookup_column, AuditEvent, AuditRecord, ImportUser, LiveCode, LiveResetToken, NewCode,
-    NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreResult,
-    StoreStats, User, UserCodeRow, UserId, LOOKUP_COLUMNS,
+    AuditEvent, AuditRecord, ImportUser, LiveCode, LiveResetToken, NewCode, NewOutbox,
+    NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreResult, StoreStats,
+    User, UserCodeRow, UserId,
 };
 use crate::domain::Identifier;
 
@@ -58,7 +58,8 @@ pub trait Dialect: Database + Sized {
     /// `{purge_audit}`: deletes at most `?2` audit rows older than `?1`, oldest first.
     const PURGE_AUDIT: &'static str = "DELETE FROM audit_events WHERE id IN (
         SELECT id FROM audit_events WHERE created_at < ? ORDER BY created_at, id LIMIT ?)";
-    /// The user whose `{column}` is `?2`, with their newest code live at `?1`, if any: a
+    /// `{user_with_live_code}`: the user whose `{column}` is `?2`, with their newest code
+    /// live at `?1`, if any: a
     /// correlated subquery walks otp_codes_user_id (user_id, id) backwards from the user's
     /// newest code, and the join reads the row it picks (neither SQLite nor MariaDB has a
     /// LATERAL join).
@@ -108,19 +109,27 @@ pub trait Dialect: Database + Sized {
 /// A statement written once, and its expansion for each dialect, made on first use.
 pub struct Sql {
     template: &'static str,
+    /// What `{column}` stands for, in a statement made for each lookup column.
+    column: &'static str,
     expanded: [OnceLock<String>; 3],
 }
 
 impl Sql {
     pub const fn new(template: &'static str) -> Self {
+        Sql::by(template, "")
+    }
+
+    pub const fn by(template: &'static str, column: &'static str) -> Self {
         Sql {
             template,
+            column,
             expanded: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
         }
     }
 
     pub fn get<DB: Dialect>(&'static self) -> &'static str {
-        self.expanded[DB::SLOT].get_or_init(|| expand::<DB>(self.template))
+        self.expanded[DB::SLOT]
+            .get_or_init(|| expand::<DB>(self.template).replace("{column}", self.column))
     }
 }
 
@@ -132,10 +141,41 @@ macro_rules! sql {
     }};
 }
 
+/// The statement `$text` for the column `$identifier` is looked up by (`{column}`), one
+/// static per column.
+macro_rules! sql_by {
+    ($text:expr, $identifier:expr) => {{
+        use $crate::store::{sql::Sql, LOOKUP_COLUMNS as C};
+        static SQL: [Sql; 3] = [
+            Sql::by($text, C[0]),
+            Sql::by($text, C[1]),
+            Sql::by($text, C[2]),
+        ];
+        SQL[$crate::store::column_slot($identifier)].get::<DB>()
+    }};
+}
+
+/// `sqlx::$kind` (`query`, `query_as`, `query_scalar`) of the statement `$text` for the
+/// dialect `DB` in scope, with the arguments after `;` bound in order.
+macro_rules! bound {
+    ($kind:ident, $text:expr $(; $($arg:expr),*)?) => {
+        sqlx::$kind(sql!($text))$($(.bind($arg))*)?
+    };
+}
+
+/// Runs the statement `$text` on `$on` with the arguments after `;` bound in order, and
+/// evaluates to the number of rows it matched (`?` on an error).
+macro_rules! exec {
+    ($on:expr, $text:expr $(; $($arg:expr),*)?) => {
+        DB::rows_affected(&bound!(query, $text $(; $($arg),*)?).execute($on).await?)
+    };
+}
+
 /// `template` with the dialect's pieces filled in and its placeholders numbered if need be.
 pub fn expand<DB: Dialect>(template: &str) -> String {
     let mut sql = template.to_owned();
     for (marker, piece) in [
+        ("{user_with_live_code}", DB::USER_WITH_LIVE_CODE),
         ("{user}", DB::USER_COLUMNS),
         ("{code_hash}", DB::CODE_HASH),
         ("{audit}", DB::AUDIT_TEXT),
@@ -181,32 +221,6 @@ where
     }
 }
 
-/// The reads every request makes (the session check, the user by identifier), where the
-/// pool's per-query overhead showed in the benchmark: see `hot.rs` and `sqlite_inline.rs`.
-pub(crate) enum PointReads<DB: Database> {
-    /// SQLite: rusqlite readers on the calling thread.
-    Inline(InlineReaders),
-    /// PostgreSQL, MySQL: kept connections, with the lookups by each column built once.
-    Kept {
-        conns: HotConnections<DB>,
-        find_user: [String; 3],
-        with_live_code: [String; 3],
-    },
-}
-
-impl<DB: Dialect> PointReads<DB> {
-    pub(crate) fn kept(conns: HotConnections<DB>) -> Self {
-        let each = |template: &str| {
-            LOOKUP_COLUMNS.map(|column| expand::<DB>(&template.replace("{column}", column)))
-        };
-        PointReads::Kept {
-            conns,
-            find_user: each("SELECT {user} FROM users u WHERE u.{column} = ?"),
-            with_live_code: each(DB::USER_WITH_LIVE_CODE),
-        }
-    }
-}
-
 pub struct SqlStore<DB: Dialect> {
     /// Writes and transactions; on SQLite a pool of one connection, the single writer.
     write: Pool<DB>,
@@ -215,19 +229,19 @@ pub struct SqlStore<DB: Dialect> {
     point: PointReads<DB>,
 }
 
-/// Where a column is looked up by each kind of identifier, as an index into the statements
-/// `PointReads::kept` builds.
-fn column_slot(identifier: &Identifier) -> usize {
-    let column = lookup_column(identifier);
-    LOOKUP_COLUMNS
-        .iter()
-        .position(|c| *c == column)
-        .unwrap_or(0)
+/// Where the reads every request makes (the session check, the user by identifier) run.
+/// Each path pays for itself under production load (`bench/RESULTS.md`, P1 against the
+/// pool): see `sqlite_inline.rs` and `hot.rs`.
+pub(crate) enum PointReads<DB: Database> {
+    /// SQLite: rusqlite readers on the calling thread.
+    Inline(InlineReaders),
+    /// PostgreSQL, MySQL: a few connections kept out of the pool.
+    Kept(HotConnections<DB>),
 }
 
 // The bounds below say that `DB` is a database sqlx can run our statements on and decode
 // our rows from; Rust does not carry such bounds along with the `Dialect` trait, so each
-// generic impl states them.
+// generic impl (this one and the `Store` impl) states them.
 impl<DB: Dialect> SqlStore<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -270,8 +284,7 @@ where
     /// returns whether the user exists.
     async fn lock_user(tx: &mut DB::Connection, user_id: UserId) -> Result<bool, sqlx::Error> {
         let found: Option<i64> =
-            sqlx::query_scalar(sql!("SELECT id FROM users WHERE id = ?{lock}"))
-                .bind(user_id)
+            bound!(query_scalar, "SELECT id FROM users WHERE id = ?{lock}"; user_id)
                 .fetch_optional(tx)
                 .await?;
         Ok(found.is_some())
@@ -285,59 +298,74 @@ where
         hash: &str,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(sql!(
-            "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?"
-        ))
-        .bind(hash)
-        .bind(now)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        for statement in [
-            sql!("UPDATE reset_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL"),
-            sql!("UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL"),
-        ] {
-            sqlx::query(statement)
-                .bind(now)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(sql!("DELETE FROM sessions WHERE user_id = ?"))
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        exec!(&mut *tx, "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?";
+            hash, now, user_id);
+        exec!(&mut *tx, "UPDATE reset_tokens SET used_at = ?
+            WHERE user_id = ? AND used_at IS NULL"; now, user_id);
+        exec!(&mut *tx, "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL";
+            now, user_id);
+        exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ?"; user_id);
         Ok(())
     }
 
     async fn enqueue(tx: &mut DB::Connection, m: &NewOutbox<'_>) -> Result<(), sqlx::Error> {
-        sqlx::query(sql!(
-            "INSERT INTO outbox (channel, payload, next_attempt_at, created_at) VALUES (?, ?, ?, ?)"
-        ))
-        .bind(m.channel)
-        .bind(m.payload)
-        .bind(m.now)
-        .bind(m.now)
-        .execute(tx)
-        .await?;
+        exec!(tx, "INSERT INTO outbox (channel, payload, next_attempt_at, created_at)
+                   VALUES (?, ?, ?, ?)"; m.channel, m.payload, m.now, m.now);
         Ok(())
     }
 
-    async fn insert_audit<'e, E>(executor: E, e: &AuditEvent<'_>) -> Result<(), sqlx::Error>
+    /// Inserts one audit row, for `user_id` when given (the id of a user the transaction
+    /// just created), else for the event's own.
+    async fn insert_audit<'e, E>(
+        on: E,
+        e: &AuditEvent<'_>,
+        user_id: Option<UserId>,
+    ) -> Result<(), sqlx::Error>
     where
         E: Executor<'e, Database = DB>,
     {
-        sqlx::query(sql!(
-            "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at)
-             VALUES (?, ?, ?, ?, ?)"
-        ))
-        .bind(e.user_id)
-        .bind(e.event)
-        .bind(e.ip)
-        .bind(e.user_agent)
-        .bind(e.at)
-        .execute(executor)
-        .await?;
+        exec!(on, "INSERT INTO audit_events (user_id, event, ip, user_agent, created_at)
+                   VALUES (?, ?, ?, ?, ?)";
+            user_id.or(e.user_id), e.event, e.ip, e.user_agent, e.at);
+        Ok(())
+    }
+
+    /// Records `events` inside the caller's transaction (see `insert_audit`).
+    async fn record(
+        tx: &mut DB::Connection,
+        events: &[AuditEvent<'_>],
+        user_id: Option<UserId>,
+    ) -> Result<(), sqlx::Error> {
+        for e in events {
+            Self::insert_audit(&mut *tx, e, user_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that the user proved `channel` (the one a reset token's code went out on),
+    /// inside the reset's transaction.
+    async fn record_proof(
+        tx: &mut DB::Connection,
+        user_id: UserId,
+        channel: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        exec!(&mut *tx, "DELETE FROM proven_channels WHERE user_id = ? AND channel = ?";
+            user_id, channel);
+        // The address proven is the one the user has now (no phone proof without a phone).
+        exec!(&mut *tx, "INSERT INTO proven_channels (user_id, channel, address, proven_at)
+            SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users
+            WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)";
+            channel, channel, now, user_id, channel);
+        if channel == "email" {
+            // Whoever proved the email takes sole control: a phone number nobody proved
+            // (an attacker's, registered beside the victim's email) is no longer a way in.
+            exec!(&mut *tx, "UPDATE users SET phone = NULL
+                WHERE id = ? AND phone IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM proven_channels p
+                    WHERE p.user_id = users.id AND p.channel = 'sms' AND p.address = users.phone)";
+                user_id);
+        }
         Ok(())
     }
 }
@@ -360,52 +388,50 @@ where
         // Two instances starting at once both insert; the primary key lets exactly one
         // through and the other's insert is skipped, so both then read the winner's.
         self.execute(|| {
-            sqlx::query(sql!(
-                "INSERT INTO server_secret (id, secret) VALUES (1, ?) {skip_duplicates}"
-            ))
-            .bind(candidate)
+            bound!(query, "INSERT INTO server_secret (id, secret) VALUES (1, ?) {skip_duplicates}";
+                candidate)
         })
         .await?;
-        Ok(
-            sqlx::query_scalar(sql!("SELECT secret FROM server_secret WHERE id = 1"))
-                .fetch_one(&self.write)
-                .await?,
+        Ok(bound!(
+            query_scalar,
+            "SELECT secret FROM server_secret WHERE id = 1"
         )
+        .fetch_one(&self.write)
+        .await?)
     }
 
-    async fn create_user(&self, u: &NewUser<'_>) -> StoreResult<UserId> {
-        let insert = || {
-            sqlx::query(sql!(
-                "INSERT INTO users (username, username_norm, email, email_norm, phone,
-                                    password_hash, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?){returning_id}"
-            ))
-            .bind(u.username.as_str())
-            .bind(u.username.key())
-            .bind(u.email.as_str())
-            .bind(u.email.key())
-            .bind(u.phone.map(|p| p.as_str()))
-            .bind(u.password_hash)
-            .bind(u.now)
-            .bind(u.now)
-        };
-        if DB::RETURNING_ID.is_empty() {
-            let done = retry::<DB, _, _, _>(|| insert().execute(&self.write)).await?;
-            return DB::insert_id(&done)
-                .ok_or_else(|| sqlx::Error::Protocol("no id for the new user".into()).into());
-        }
-        let row = retry::<DB, _, _, _>(|| insert().fetch_one(&self.write)).await?;
-        Ok(row.try_get(0)?)
+    async fn create_user(&self, u: &NewUser<'_>, events: &[AuditEvent<'_>]) -> StoreResult<UserId> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            let insert = bound!(query, "INSERT INTO users (username, username_norm, email,
+                    email_norm, phone, password_hash, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?){returning_id}";
+                u.username.as_str(), u.username.key(), u.email.as_str(), u.email.key(),
+                u.phone.map(|p| p.as_str()), u.password_hash, u.now, u.now);
+            let id: UserId = if DB::RETURNING_ID.is_empty() {
+                let done = insert.execute(&mut *tx).await?;
+                DB::insert_id(&done)
+                    .ok_or_else(|| sqlx::Error::Protocol("no id for the new user".into()))?
+            } else {
+                insert.fetch_one(&mut *tx).await?.try_get(0)?
+            };
+            Self::record(&mut tx, events, Some(id)).await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+        .await
     }
 
     async fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
+        let sql = sql_by!(
+            "SELECT {user} FROM users u WHERE u.{column} = ?",
+            identifier
+        );
         match &self.point {
-            PointReads::Inline(inline) => inline.find_user(identifier),
-            PointReads::Kept {
-                conns, find_user, ..
-            } => {
-                let query = sqlx::query_as(&find_user[column_slot(identifier)]);
-                conns.fetch_optional(query.bind(identifier.key())).await
+            PointReads::Inline(inline) => inline.row(sql, [identifier.key()], sqlite_inline::user),
+            PointReads::Kept(kept) => {
+                let query = sqlx::query_as(sql).bind(identifier.key());
+                kept.fetch_optional(query).await
             }
         }
     }
@@ -420,14 +446,8 @@ where
         // password_hash is compared exactly on every backend (binary collation on MySQL).
         let n = self
             .execute(|| {
-                sqlx::query(sql!(
-                    "UPDATE users SET password_hash = ?, updated_at = ?
-                     WHERE id = ? AND password_hash = ?"
-                ))
-                .bind(new_hash)
-                .bind(now)
-                .bind(user_id)
-                .bind(old_hash)
+                bound!(query, "UPDATE users SET password_hash = ?, updated_at = ?
+                    WHERE id = ? AND password_hash = ?"; new_hash, now, user_id, old_hash)
             })
             .await?;
         Ok(n == 1)
@@ -436,18 +456,10 @@ where
     async fn create_session(&self, s: &NewSession<'_>, e: &AuditEvent<'_>) -> StoreResult<()> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
-            sqlx::query(sql!(
-                "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at)
-                 VALUES (?, ?, ?, ?, ?)"
-            ))
-            .bind(s.token_hash)
-            .bind(s.user_id)
-            .bind(s.now)
-            .bind(s.now)
-            .bind(s.expires_at)
-            .execute(&mut *tx)
-            .await?;
-            Self::insert_audit(&mut *tx, e).await?;
+            exec!(&mut *tx, "INSERT INTO sessions (token_hash, user_id, created_at,
+                    last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?)";
+                s.token_hash, s.user_id, s.now, s.now, s.expires_at);
+            Self::insert_audit(&mut *tx, e, None).await?;
             tx.commit().await
         })
         .await
@@ -460,17 +472,21 @@ where
         idle_cutoff: i64,
         touch_before: i64,
     ) -> StoreResult<Option<User>> {
+        let sql = sql!(
+            "SELECT {user}, s.id AS session_id, s.last_seen_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
+               AND u.disabled_at IS NULL"
+        );
         let row = match &self.point {
-            PointReads::Inline(inline) => inline.session_user(token_hash, now, idle_cutoff)?,
-            PointReads::Kept { conns, .. } => {
-                let query = sqlx::query_as::<_, SessionRow>(sql!(
-                    "SELECT {user}, s.id AS session_id, s.last_seen_at
-                     FROM sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
-                       AND u.disabled_at IS NULL"
-                ));
-                let query = query.bind(token_hash).bind(now).bind(idle_cutoff);
-                conns.fetch_optional(query).await?
+            PointReads::Inline(inline) => {
+                let params = (token_hash, now, idle_cutoff);
+                inline.row(sql, params, sqlite_inline::session)?
+            }
+            PointReads::Kept(kept) => {
+                let query = sqlx::query_as::<_, SessionRow>(sql);
+                kept.fetch_optional(query.bind(token_hash).bind(now).bind(idle_cutoff))
+                    .await?
             }
         };
         let Some(row) = row else {
@@ -482,67 +498,57 @@ where
         // never move the clock backwards.
         if row.last_seen_at < touch_before {
             self.execute(|| {
-                sqlx::query(sql!(
-                    "UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"
-                ))
-                .bind(now)
-                .bind(row.session_id)
-                .bind(touch_before)
+                bound!(query, "UPDATE sessions SET last_seen_at = ?
+                    WHERE id = ? AND last_seen_at < ?"; now, row.session_id, touch_before)
             })
             .await?;
         }
         Ok(Some(row.user))
     }
 
-    async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
-        self.execute(|| {
-            sqlx::query(sql!("DELETE FROM sessions WHERE token_hash = ?")).bind(token_hash)
+    async fn delete_session(&self, token_hash: &str, events: &[AuditEvent<'_>]) -> StoreResult<()> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            if exec!(&mut *tx, "DELETE FROM sessions WHERE token_hash = ?"; token_hash) == 1 {
+                Self::record(&mut tx, events, None).await?;
+            }
+            tx.commit().await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
-    async fn issue_code(&self, code: &NewCode<'_>, message: &NewOutbox<'_>) -> StoreResult<()> {
+    async fn issue_code(
+        &self,
+        code: &NewCode<'_>,
+        message: &NewOutbox<'_>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<()> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
             // Two issues for one user at once would each kill only the codes committed
             // before they started, leaving both new codes live: the user's lock queues them.
             Self::lock_user(&mut tx, code.user_id).await?;
-            sqlx::query(sql!(
-                "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL"
-            ))
-            .bind(code.now)
-            .bind(code.user_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(sql!(
-                "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at, channel, device)
-                 VALUES (?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(code.user_id)
-            .bind(code.code_hash)
-            .bind(code.now)
-            .bind(code.expires_at)
-            .bind(code.channel)
-            .bind(code.device)
-            .execute(&mut *tx)
-            .await?;
+            exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
+                WHERE user_id = ? AND used_at IS NULL";
+                code.now, code.user_id);
+            exec!(&mut *tx, "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at,
+                    channel, device) VALUES (?, ?, ?, ?, ?, ?)";
+                code.user_id, code.code_hash, code.now, code.expires_at, code.channel, code.device);
             Self::enqueue(&mut tx, message).await?;
+            Self::record(&mut tx, events, None).await?;
             tx.commit().await
         })
         .await
     }
 
     async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
-        Ok(sqlx::query_as(sql!(
-            "SELECT c.id, {code_hash}, c.attempts FROM otp_codes c
+        Ok(
+            bound!(query_as, "SELECT c.id, {code_hash}, c.attempts FROM otp_codes c
              WHERE c.user_id = ? AND c.used_at IS NULL AND c.expires_at > ?
-             ORDER BY c.id DESC LIMIT 1"
-        ))
-        .bind(user_id)
-        .bind(now)
-        .fetch_optional(self.read())
-        .await?)
+             ORDER BY c.id DESC LIMIT 1"; user_id, now)
+            .fetch_optional(self.read())
+            .await?,
+        )
     }
 
     async fn find_user_with_live_code(
@@ -550,21 +556,18 @@ where
         identifier: &Identifier,
         now: i64,
     ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-        match &self.point {
-            PointReads::Inline(inline) => inline.find_user_with_live_code(identifier, now),
-            PointReads::Kept {
-                conns,
-                with_live_code,
-                ..
-            } => {
-                let query =
-                    sqlx::query_as::<_, UserCodeRow>(&with_live_code[column_slot(identifier)]);
-                let row = conns
-                    .fetch_optional(query.bind(now).bind(identifier.key()))
-                    .await?;
-                Ok(row.map(UserCodeRow::split))
+        let sql = sql_by!("{user_with_live_code}", identifier);
+        let row = match &self.point {
+            PointReads::Inline(inline) => {
+                inline.row(sql, (now, identifier.key()), sqlite_inline::user_code)?
             }
-        }
+            PointReads::Kept(kept) => {
+                let query = sqlx::query_as::<_, UserCodeRow>(sql);
+                kept.fetch_optional(query.bind(now).bind(identifier.key()))
+                    .await?
+            }
+        };
+        Ok(row.map(UserCodeRow::split))
     }
 
     async fn claim_attempt(&self, code_id: i64, now: i64, max_attempts: u32) -> StoreResult<bool> {
@@ -572,13 +575,9 @@ where
         // `attempts < max` against the count the previous one committed.
         let n = self
             .execute(|| {
-                sqlx::query(sql!(
-                    "UPDATE otp_codes SET attempts = attempts + 1
-                     WHERE id = ? AND used_at IS NULL AND expires_at > ? AND attempts < ?"
-                ))
-                .bind(code_id)
-                .bind(now)
-                .bind(i64::from(max_attempts))
+                bound!(query, "UPDATE otp_codes SET attempts = attempts + 1
+                    WHERE id = ? AND used_at IS NULL AND expires_at > ? AND attempts < ?";
+                    code_id, now, i64::from(max_attempts))
             })
             .await?;
         Ok(n == 1)
@@ -594,15 +593,9 @@ where
         // The device's own tries, on a code bound to that device only.
         let n = self
             .execute(|| {
-                sqlx::query(sql!(
-                    "UPDATE otp_codes SET device_attempts = device_attempts + 1
-                     WHERE id = ? AND device = ? AND used_at IS NULL AND expires_at > ?
-                       AND device_attempts < ?"
-                ))
-                .bind(code_id)
-                .bind(device)
-                .bind(now)
-                .bind(i64::from(max_attempts))
+                bound!(query, "UPDATE otp_codes SET device_attempts = device_attempts + 1
+                    WHERE id = ? AND device = ? AND used_at IS NULL AND expires_at > ?
+                      AND device_attempts < ?"; code_id, device, now, i64::from(max_attempts))
             })
             .await?;
         Ok(n == 1)
@@ -617,37 +610,30 @@ where
         .await
     }
 
-    async fn redeem_code(&self, code_id: i64, token: &NewResetToken<'_>) -> StoreResult<bool> {
+    async fn redeem_code(
+        &self,
+        code_id: i64,
+        token: &NewResetToken<'_>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
             Self::lock_user(&mut tx, token.user_id).await?;
             // The conditional UPDATE is the gate: a second redeemer finds used_at set and
             // matches no row.
-            let done = sqlx::query(sql!(
-                "UPDATE otp_codes SET used_at = ?
-                 WHERE id = ? AND used_at IS NULL AND expires_at > ?"
-            ))
-            .bind(token.now)
-            .bind(code_id)
-            .bind(token.now)
-            .execute(&mut *tx)
-            .await?;
-            if DB::rows_affected(&done) != 1 {
+            let used = exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
+                WHERE id = ? AND used_at IS NULL AND expires_at > ?";
+                token.now, code_id, token.now);
+            if used != 1 {
                 tx.rollback().await?;
                 return Ok(false);
             }
             // The token inherits the channel of the code it was redeemed with.
-            sqlx::query(sql!(
-                "INSERT INTO reset_tokens (user_id, token_hash, created_at, expires_at, channel)
-                 SELECT ?, ?, ?, ?, channel FROM otp_codes WHERE id = ?"
-            ))
-            .bind(token.user_id)
-            .bind(token.token_hash)
-            .bind(token.now)
-            .bind(token.expires_at)
-            .bind(code_id)
-            .execute(&mut *tx)
-            .await?;
+            exec!(&mut *tx, "INSERT INTO reset_tokens (user_id, token_hash, created_at,
+                    expires_at, channel)
+                SELECT ?, ?, ?, ?, channel FROM otp_codes WHERE id = ?";
+                token.user_id, token.token_hash, token.now, token.expires_at, code_id);
+            Self::record(&mut tx, events, None).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -660,13 +646,9 @@ where
         token_hash: &str,
         now: i64,
     ) -> StoreResult<Option<LiveResetToken>> {
-        let found: Option<Option<String>> = sqlx::query_scalar(sql!(
-            "SELECT channel FROM reset_tokens
-             WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?"
-        ))
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now)
+        let found: Option<Option<String>> = bound!(query_scalar, "SELECT channel FROM reset_tokens
+            WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?";
+            token_hash, user_id, now)
         .fetch_optional(self.read())
         .await?;
         Ok(found.map(|channel| LiveResetToken { channel }))
@@ -680,23 +662,17 @@ where
         now: i64,
         proven: Option<&str>,
         notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
     ) -> StoreResult<bool> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
             Self::lock_user(&mut tx, user_id).await?;
             // Consuming the token first, conditionally, makes it the gate: of two resets
             // with one token, the second matches nothing and writes nothing.
-            let consumed = sqlx::query(sql!(
-                "UPDATE reset_tokens SET used_at = ?
-                 WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?"
-            ))
-            .bind(now)
-            .bind(token_hash)
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if DB::rows_affected(&consumed) != 1 {
+            let consumed = exec!(&mut *tx, "UPDATE reset_tokens SET used_at = ?
+                WHERE token_hash = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?";
+                now, token_hash, user_id, now);
+            if consumed != 1 {
                 tx.rollback().await?;
                 return Ok(false);
             }
@@ -707,6 +683,7 @@ where
             for message in notices {
                 Self::enqueue(&mut tx, message).await?;
             }
+            Self::record(&mut tx, events, None).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -715,15 +692,15 @@ where
 
     async fn proven_channels(&self, user_id: UserId) -> StoreResult<Vec<String>> {
         // Proofs of an address the user no longer has do not count.
-        Ok(sqlx::query_scalar(sql!(
-            "SELECT p.channel FROM proven_channels p JOIN users u ON u.id = p.user_id
-             WHERE p.user_id = ?
-               AND p.address = CASE WHEN p.channel = 'sms' THEN u.phone ELSE u.email_norm END
-             ORDER BY p.channel"
-        ))
-        .bind(user_id)
-        .fetch_all(self.read())
-        .await?)
+        Ok(
+            bound!(query_scalar, "SELECT p.channel FROM proven_channels p
+            JOIN users u ON u.id = p.user_id
+            WHERE p.user_id = ?
+              AND p.address = CASE WHEN p.channel = 'sms' THEN u.phone ELSE u.email_norm END
+            ORDER BY p.channel"; user_id)
+            .fetch_all(self.read())
+            .await?,
+        )
     }
 
     async fn claim_outbox(&self, now: i64, locked_until: i64) -> StoreResult<Option<OutboxItem>> {
@@ -732,13 +709,8 @@ where
 
     async fn outbox_sent(&self, id: i64, now: i64) -> StoreResult<()> {
         self.execute(|| {
-            sqlx::query(sql!(
-                "UPDATE outbox SET status = 'sent', sent_at = ?, payload = '', locked_until = 0,
-                                   last_error = NULL
-                 WHERE id = ?"
-            ))
-            .bind(now)
-            .bind(id)
+            bound!(query, "UPDATE outbox SET status = 'sent', sent_at = ?, payload = '',
+                locked_until = 0, last_error = NULL WHERE id = ?"; now, id)
         })
         .await?;
         Ok(())
@@ -746,13 +718,8 @@ where
 
     async fn outbox_retry(&self, id: i64, next_attempt_at: i64, error: &str) -> StoreResult<()> {
         self.execute(|| {
-            sqlx::query(sql!(
-                "UPDATE outbox SET next_attempt_at = ?, locked_until = 0, last_error = ?
-                 WHERE id = ?"
-            ))
-            .bind(next_attempt_at)
-            .bind(error)
-            .bind(id)
+            bound!(query, "UPDATE outbox SET next_attempt_at = ?, locked_until = 0, last_error = ?
+                WHERE id = ?"; next_attempt_at, error, id)
         })
         .await?;
         Ok(())
@@ -760,14 +727,8 @@ where
 
     async fn outbox_failed(&self, id: i64, now: i64, error: &str) -> StoreResult<()> {
         self.execute(|| {
-            sqlx::query(sql!(
-                "UPDATE outbox SET status = 'failed', payload = '', locked_until = 0,
-                                   last_error = ?, sent_at = ?
-                 WHERE id = ?"
-            ))
-            .bind(error)
-            .bind(now)
-            .bind(id)
+            bound!(query, "UPDATE outbox SET status = 'failed', payload = '', locked_until = 0,
+                last_error = ?, sent_at = ? WHERE id = ?"; error, now, id)
         })
         .await?;
         Ok(())
@@ -806,21 +767,20 @@ where
         // `\`, SQLite has none) and MariaDB keeps `\` even under ESCAPE ''.
         let search = search.unwrap_or("").to_lowercase().replace('!', "!!");
         let pattern = format!("%{search}%");
-        Ok(sqlx::query_as(sql!(
-            "SELECT {user} FROM users u
+        Ok(bound!(query_as, "SELECT {user} FROM users u
              WHERE u.username_norm LIKE ? ESCAPE '!' OR u.email_norm LIKE ? ESCAPE '!'
                 OR COALESCE(u.phone, '') LIKE ? ESCAPE '!'
-             ORDER BY u.id LIMIT ?"
-        ))
-        .bind(&pattern)
-        .bind(&pattern)
-        .bind(&pattern)
-        .bind(i64::from(limit))
+             ORDER BY u.id LIMIT ?"; &pattern, &pattern, &pattern, i64::from(limit))
         .fetch_all(self.read())
         .await?)
     }
 
-    async fn set_disabled(&self, user_id: UserId, disabled_at: Option<i64>) -> StoreResult<bool> {
+    async fn set_disabled(
+        &self,
+        user_id: UserId,
+        disabled_at: Option<i64>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
             // Existence comes from the lock, not from the UPDATE's row count, so the answer
@@ -829,29 +789,39 @@ where
                 tx.rollback().await?;
                 return Ok(false);
             }
-            sqlx::query(sql!("UPDATE users SET disabled_at = ? WHERE id = ?"))
-                .bind(disabled_at)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            exec!(&mut *tx, "UPDATE users SET disabled_at = ? WHERE id = ?"; disabled_at, user_id);
             if disabled_at.is_some() {
-                sqlx::query(sql!("DELETE FROM sessions WHERE user_id = ?"))
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
+                exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ?"; user_id);
             }
+            Self::record(&mut tx, events, None).await?;
             tx.commit().await?;
             Ok(true)
         })
         .await
     }
 
-    async fn revoke_sessions(&self, user_id: UserId) -> StoreResult<u64> {
-        self.execute(|| sqlx::query(sql!("DELETE FROM sessions WHERE user_id = ?")).bind(user_id))
-            .await
+    async fn revoke_sessions(
+        &self,
+        user_id: UserId,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<u64> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            let n = exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ?"; user_id);
+            Self::record(&mut tx, events, None).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+        .await
     }
 
-    async fn set_password_hash(&self, user_id: UserId, hash: &str, now: i64) -> StoreResult<bool> {
+    async fn set_password_hash(
+        &self,
+        user_id: UserId,
+        hash: &str,
+        now: i64,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
             if !Self::lock_user(&mut tx, user_id).await? {
@@ -859,6 +829,7 @@ where
                 return Ok(false);
             }
             Self::set_hash_and_revoke(&mut tx, user_id, hash, now).await?;
+            Self::record(&mut tx, events, None).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -866,7 +837,7 @@ where
     }
 
     async fn record_audit(&self, e: &AuditEvent<'_>) -> StoreResult<()> {
-        retry::<DB, _, _, _>(|| Self::insert_audit(&self.write, e)).await
+        retry::<DB, _, _, _>(|| Self::insert_audit(&self.write, e, None)).await
     }
 
     async fn audit_for_user(
@@ -875,15 +846,13 @@ where
         since: i64,
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>> {
-        Ok(sqlx::query_as(sql!(
-            "SELECT a.id, a.user_id, {audit}, a.created_at FROM audit_events a
-             WHERE a.user_id = ? AND a.created_at >= ? ORDER BY a.created_at, a.id LIMIT ?"
-        ))
-        .bind(user_id)
-        .bind(since)
-        .bind(i64::from(limit))
-        .fetch_all(self.read())
-        .await?)
+        Ok(
+            bound!(query_as, "SELECT a.id, a.user_id, {audit}, a.created_at FROM audit_events a
+             WHERE a.user_id = ? AND a.created_at >= ? ORDER BY a.created_at, a.id LIMIT ?";
+            user_id, since, i64::from(limit))
+            .fetch_all(self.read())
+            .await?,
+        )
     }
 
     async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
@@ -894,11 +863,7 @@ where
         let mut n = 0;
         loop {
             let done = self
-                .execute(|| {
-                    sqlx::query(sql!("{purge_audit}"))
-                        .bind(before)
-                        .bind(BATCH as i64)
-                })
+                .execute(|| bound!(query, "{purge_audit}"; before, BATCH as i64))
                 .await?;
             n += done;
             if done < BATCH {
@@ -916,10 +881,11 @@ where
 
     async fn stats(&self) -> StoreResult<StoreStats> {
         // Two index range counts on outbox_due (status, next_attempt_at).
-        let (pending, failed): (i64, i64) = sqlx::query_as(sql!(
+        let (pending, failed): (i64, i64) = bound!(
+            query_as,
             "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'),
                     (SELECT COUNT(*) FROM outbox WHERE status = 'failed')"
-        ))
+        )
         .fetch_one(self.read())
         .await?;
         let (mut pool_idle, mut pool_in_use) = super::pool_usage(&self.write);
@@ -937,9 +903,10 @@ where
     }
 
     async fn schema_version(&self) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(sql!(
+        Ok(bound!(
+            query_scalar,
             "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success"
-        ))
+        )
         .fetch_one(self.read())
         .await?)
     }
@@ -954,11 +921,12 @@ where
     }
 
     async fn stored_server_secret(&self) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar(sql!("SELECT secret FROM server_secret WHERE id = 1"))
-                .fetch_optional(&self.write)
-                .await?,
+        Ok(bound!(
+            query_scalar,
+            "SELECT secret FROM server_secret WHERE id = 1"
         )
+        .fetch_optional(&self.write)
+        .await?)
     }
 
     async fn forget_server_secret(&self, secret: &str) -> StoreResult<bool> {
@@ -966,13 +934,12 @@ where
     }
 
     async fn users_after(&self, after_id: UserId, limit: u32) -> StoreResult<Vec<User>> {
-        Ok(sqlx::query_as(sql!(
-            "SELECT {user} FROM users u WHERE u.id > ? ORDER BY u.id LIMIT ?"
-        ))
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(self.read())
-        .await?)
+        Ok(
+            bound!(query_as, "SELECT {user} FROM users u WHERE u.id > ? ORDER BY u.id LIMIT ?";
+            after_id, i64::from(limit))
+            .fetch_all(self.read())
+            .await?,
+        )
     }
 
     async fn rekey_email(
@@ -984,85 +951,22 @@ where
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
             // Only while the row still has the old key.
-            let done = sqlx::query(sql!(
-                "UPDATE users SET email_norm = ? WHERE id = ? AND email_norm = ?"
-            ))
-            .bind(new_norm)
-            .bind(user_id)
-            .bind(old_norm)
-            .execute(&mut *tx)
-            .await?;
-            if DB::rows_affected(&done) != 1 {
+            let done = exec!(&mut *tx, "UPDATE users SET email_norm = ?
+                WHERE id = ? AND email_norm = ?";
+                new_norm, user_id, old_norm);
+            if done != 1 {
                 tx.rollback().await?;
                 return Ok(false);
             }
             // A proof of the email moves with its key: it was made for the same mailbox,
             // only spelled by the old rule (see `record_proof`).
-            sqlx::query(sql!(
-                "UPDATE proven_channels SET address = ?
-                 WHERE user_id = ? AND channel <> 'sms' AND address = ?"
-            ))
-            .bind(new_norm)
-            .bind(user_id)
-            .bind(old_norm)
-            .execute(&mut *tx)
-            .await?;
+            exec!(&mut *tx, "UPDATE proven_channels SET address = ?
+                WHERE user_id = ? AND channel <> 'sms' AND address = ?";
+                new_norm, user_id, old_norm);
             tx.commit().await?;
             Ok(true)
         })
         .await
-    }
-}
-
-impl<DB: Dialect> SqlStore<DB>
-where
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-{
-    /// Records that the user proved `channel` (the one a reset token's code went out on),
-    /// inside the reset's transaction.
-    async fn record_proof(
-        tx: &mut DB::Connection,
-        user_id: UserId,
-        channel: &str,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(sql!(
-            "DELETE FROM proven_channels WHERE user_id = ? AND channel = ?"
-        ))
-        .bind(user_id)
-        .bind(channel)
-        .execute(&mut *tx)
-        .await?;
-        // The address proven is the one the user has now (no phone proof without a phone).
-        sqlx::query(sql!(
-            "INSERT INTO proven_channels (user_id, channel, address, proven_at)
-             SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users
-             WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)"
-        ))
-        .bind(channel)
-        .bind(channel)
-        .bind(now)
-        .bind(user_id)
-        .bind(channel)
-        .execute(&mut *tx)
-        .await?;
-        if channel == "email" {
-            // Whoever proved the email takes sole control: a phone number nobody proved
-            // (an attacker's, registered beside the victim's email) is no longer a way in.
-            sqlx::query(sql!(
-                "UPDATE users SET phone = NULL
-                 WHERE id = ? AND phone IS NOT NULL AND NOT EXISTS (
-                     SELECT 1 FROM proven_channels p
-                     WHERE p.user_id = users.id AND p.channel = 'sms' AND p.address = users.phone)"
-            ))
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(())
     }
 }
 
@@ -1100,11 +1004,5 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
 {
-    let done = sqlx::query(sql!(
-        "DELETE FROM server_secret WHERE id = 1 AND {secret_matches}"
-    ))
-    .bind(secret)
-    .execute(executor)
-    .await?;
-    Ok(DB::rows_affected(&done) == 1)
+    Ok(exec!(executor, "DELETE FROM server_secret WHERE id = 1 AND {secret_matches}"; secret) == 1)
 }

@@ -1,30 +1,27 @@
-//! The SQLite store's hot point lookups — the session check and the user (with their live
+//! The SQLite store's hot point reads — the session check and the user (with their live
 //! code) by identifier — run inline on the calling async worker through a few read-only
-//! rusqlite connections.
+//! rusqlite connections, with the statements `sql.rs` writes for every database.
 //!
-//! Measured on the benchmark (`bench/RESULTS.md`): through sqlx, every query is a round
-//! trip to the connection's own thread, plus a ping to that thread when the pooled
-//! connection is handed back, so at 64 concurrent session checks over half the server's
-//! CPU went to waking threads. These lookups are a single indexed read of a few pages
-//! that are in the page cache (tens of microseconds, and WAL readers never wait for the
-//! writer), so running them where the request already is costs less than handing them
-//! over. Everything else — writes, transactions, scans — stays on sqlx.
+//! Through sqlx every query is a round trip to the connection's own thread, plus a wake-up
+//! of that thread when the pooled connection is handed back: at 64 concurrent session
+//! checks over half the server's CPU went to waking threads. These reads are one indexed
+//! lookup of a few pages in the page cache (tens of microseconds, and WAL readers never
+//! wait for the writer), so running them where the request already is costs less than
+//! handing them over. Under production load (`bench/RESULTS.md`, P1) this doubles the
+//! session checks a core answers: 60k against 30k per second on two cores, p99 2.9 against
+//! 4.5 ms. Everything else — writes, transactions, scans — stays on sqlx.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row};
 
-use super::{lookup_column, LiveCode, SessionRow, StoreError, StoreResult, User};
-use crate::domain::Identifier;
+use super::{SessionRow, StoreError, StoreResult, User, UserCodeRow};
 
 /// A read that finds the database locked gives up quickly: it is holding an async worker.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
-
-const USER_COLUMNS: &str = "u.id, u.username, u.email, u.phone, u.password_hash, \
-     u.created_at, u.disabled_at";
 
 pub struct InlineReaders {
     conns: Vec<Mutex<Connection>>,
@@ -67,80 +64,22 @@ impl InlineReaders {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn session_user(
+    /// The first row `sql` (a statement of `sql.rs`, expanded for SQLite) reads with
+    /// `params`, through `map`.
+    pub fn row<T>(
         &self,
-        token_hash: &str,
-        now: i64,
-        idle_cutoff: i64,
-    ) -> StoreResult<Option<SessionRow>> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS}, s.id, s.last_seen_at FROM sessions s
-             JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND s.last_seen_at > ?3
-               AND u.disabled_at IS NULL"
-        );
+        sql: &str,
+        params: impl Params,
+        map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Option<T>> {
         let conn = self.conn();
-        let mut statement = conn.prepare_cached(&sql)?;
-        Ok(statement
-            .query_row(params![token_hash, now, idle_cutoff], |row| {
-                Ok(SessionRow {
-                    user: user(row)?,
-                    session_id: row.get(7)?,
-                    last_seen_at: row.get(8)?,
-                })
-            })
-            .optional()?)
-    }
-
-    pub fn find_user(&self, identifier: &Identifier) -> StoreResult<Option<User>> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users u WHERE u.{} = ?1",
-            lookup_column(identifier)
-        );
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(&sql)?;
-        Ok(statement
-            .query_row(params![identifier.key()], user)
-            .optional()?)
-    }
-
-    /// The user and their newest live code in one read. The subquery walks
-    /// otp_codes_user_id (user_id, id) backwards from the user's newest code, and the join
-    /// reads the row it picks by rowid (SQLite has no LATERAL join).
-    pub fn find_user_with_live_code(
-        &self,
-        identifier: &Identifier,
-        now: i64,
-    ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS}, c.id, c.code_hash, c.attempts FROM users u
-             LEFT JOIN otp_codes c ON c.id = (
-                 SELECT id FROM otp_codes
-                 WHERE user_id = u.id AND used_at IS NULL AND expires_at > ?1
-                 ORDER BY id DESC LIMIT 1)
-             WHERE u.{} = ?2",
-            lookup_column(identifier)
-        );
-        let conn = self.conn();
-        let mut statement = conn.prepare_cached(&sql)?;
-        Ok(statement
-            .query_row(params![now, identifier.key()], |row| {
-                let code = match row.get::<_, Option<i64>>(7)? {
-                    Some(id) => Some(LiveCode {
-                        id,
-                        code_hash: row.get(8)?,
-                        attempts: row.get(9)?,
-                    }),
-                    None => None,
-                };
-                Ok((user(row)?, code))
-            })
-            .optional()?)
+        let mut statement = conn.prepare_cached(sql)?;
+        Ok(statement.query_row(params, map).optional()?)
     }
 }
 
-/// The first seven columns, in `USER_COLUMNS` order.
-fn user(row: &Row<'_>) -> rusqlite::Result<User> {
+/// A `User` from the `{user}` columns a row starts with.
+pub fn user(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         username: row.get(1)?,
@@ -149,6 +88,25 @@ fn user(row: &Row<'_>) -> rusqlite::Result<User> {
         password_hash: row.get(4)?,
         created_at: row.get(5)?,
         disabled_at: row.get(6)?,
+    })
+}
+
+/// A `SessionRow`: the user's columns, then `session_id` and `last_seen_at`.
+pub fn session(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        user: user(row)?,
+        session_id: row.get("session_id")?,
+        last_seen_at: row.get("last_seen_at")?,
+    })
+}
+
+/// A `UserCodeRow`: the user's columns, then the live code's, NULL when there is none.
+pub fn user_code(row: &Row<'_>) -> rusqlite::Result<UserCodeRow> {
+    Ok(UserCodeRow {
+        user: user(row)?,
+        code_id: row.get("code_id")?,
+        code_hash: row.get("code_hash")?,
+        code_attempts: row.get("code_attempts")?,
     })
 }
 
@@ -185,10 +143,16 @@ mod tests {
             )
             .unwrap();
         let readers = InlineReaders::open(&path).unwrap();
+        let lookup = || {
+            readers.row(
+                "SELECT id, username, email, phone, password_hash, created_at, disabled_at
+                 FROM users WHERE username_norm = ?",
+                ["alice"],
+                user,
+            )
+        };
         let started = std::time::Instant::now();
-        let err = readers
-            .find_user(&Identifier::parse("alice").unwrap())
-            .unwrap_err();
+        let err = lookup().unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(
             started.elapsed() < Duration::from_secs(5), // bounded by BUSY_TIMEOUT, not a hang
@@ -196,9 +160,6 @@ mod tests {
             started.elapsed()
         );
         drop(holder);
-        assert!(readers
-            .find_user(&Identifier::parse("alice").unwrap())
-            .unwrap()
-            .is_none());
+        assert!(lookup().unwrap().is_none());
     }
 }

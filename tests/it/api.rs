@@ -368,13 +368,16 @@ async fn a_legacy_bcrypt_hash_logs_in_and_is_rehashed() {
     let username = gatehouse::domain::Username::parse("legacy").unwrap();
     let email = gatehouse::domain::Email::parse("legacy@example.com").unwrap();
     store
-        .create_user(&gatehouse::store::NewUser {
-            username: &username,
-            email: &email,
-            phone: None,
-            password_hash: &legacy,
-            now: 1_700_000_000,
-        })
+        .create_user(
+            &gatehouse::store::NewUser {
+                username: &username,
+                email: &email,
+                phone: None,
+                password_hash: &legacy,
+                now: 1_700_000_000,
+            },
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(app.login("legacy", "Secure@124").await.status(), 401);

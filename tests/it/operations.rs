@@ -223,7 +223,8 @@ async fn only_the_console_notifier_prints_a_code_and_it_says_so() {
 #[tokio::test]
 async fn the_audit_trail_records_each_security_event_and_the_cli_prints_it() {
     let app = TestApp::spawn().await;
-    register_and_login(&app, "dave").await;
+    let token = register_and_login(&app, "dave").await;
+    assert_eq!(app.logout(&token).await.status(), 200);
     let failed = app
         .request(reqwest::Method::POST, "/login")
         .header("user-agent", "ops-test/1.0")
@@ -251,6 +252,7 @@ async fn the_audit_trail_records_each_security_event_and_the_cli_prints_it() {
     for expected in [
         "registered",
         "login_succeeded",
+        "logged_out",
         "login_failed",
         "code_requested",
         "code_failed",

@@ -375,6 +375,7 @@ contract_tests![
     a_session_finds_its_user_within_the_idle_and_absolute_windows,
     a_session_is_touched_only_when_its_last_use_is_older_than_touch_before,
     a_session_and_its_audit_event_are_written_together_or_not_at_all,
+    every_change_commits_its_audit_events_and_a_refused_change_none,
     an_expired_idle_unknown_or_disabled_session_finds_nobody,
     a_deleted_session_finds_nobody_and_other_sessions_live_on,
     issuing_a_code_kills_the_older_ones_and_queues_its_message,
@@ -462,13 +463,16 @@ mod contract {
     ) -> Result<UserId, StoreError> {
         let (u, e, p) = (username(name), email(mail), tel.map(phone));
         store
-            .create_user(&NewUser {
-                username: &u,
-                email: &e,
-                phone: p.as_ref(),
-                password_hash: HASH,
-                now: T0,
-            })
+            .create_user(
+                &NewUser {
+                    username: &u,
+                    email: &e,
+                    phone: p.as_ref(),
+                    password_hash: HASH,
+                    now: T0,
+                },
+                &[],
+            )
             .await
     }
 
@@ -568,6 +572,7 @@ mod contract {
                     payload: &payload,
                     now,
                 },
+                &[],
             )
             .await
             .unwrap();
@@ -593,6 +598,7 @@ mod contract {
                     now,
                     expires_at,
                 },
+                &[],
             )
             .await
             .unwrap()
@@ -958,6 +964,156 @@ mod contract {
         assert_eq!(raw.count("SELECT COUNT(*) FROM audit_events").await, 1);
     }
 
+    /// An audit event of `event` for `user_id` (or, for a new user, whoever it turns out
+    /// to be) at `at`.
+    fn event(event: &'static str, user_id: Option<UserId>, at: i64) -> AuditEvent<'static> {
+        AuditEvent {
+            user_id,
+            event,
+            ip: Some("198.51.100.4"),
+            user_agent: Some("contract/1"),
+            at,
+        }
+    }
+
+    pub async fn every_change_commits_its_audit_events_and_a_refused_change_none(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let trail = |user_id: UserId| {
+            let store = Arc::clone(&store);
+            async move {
+                let rows = store.audit_for_user(user_id, T0, 100).await.unwrap();
+                rows.into_iter().map(|r| r.event).collect::<Vec<_>>()
+            }
+        };
+        let total = || raw.count("SELECT COUNT(*) FROM audit_events");
+        // A new user's event is recorded for the id the insert made; a taken name records
+        // nothing.
+        let (u, e) = (username("alice"), email("alice@example.com"));
+        let new = |now| NewUser {
+            username: &u,
+            email: &e,
+            phone: None,
+            password_hash: HASH,
+            now,
+        };
+        let alice = store
+            .create_user(&new(T0), &[event("registered", None, T0)])
+            .await
+            .unwrap();
+        assert_eq!(trail(alice).await, ["registered"]);
+        let taken = store
+            .create_user(&new(T0 + 1), &[event("registered", None, T0 + 1)])
+            .await;
+        assert!(matches!(taken, Err(StoreError::Conflict)));
+        assert_eq!(total().await, 1);
+
+        // A code, its redemption, and a second redemption that is refused.
+        let message = NewOutbox {
+            channel: "email",
+            payload: "p",
+            now: T0 + 2,
+        };
+        let code = NewCode {
+            user_id: alice,
+            code_hash: "h",
+            channel: "email",
+            device: None,
+            now: T0 + 2,
+            expires_at: T0 + 600,
+        };
+        let requested = [event("code_requested", Some(alice), T0 + 2)];
+        store.issue_code(&code, &message, &requested).await.unwrap();
+        let code_id = store.live_code(alice, T0 + 3).await.unwrap().unwrap().id;
+        let token = NewResetToken {
+            user_id: alice,
+            token_hash: "tok",
+            now: T0 + 3,
+            expires_at: T0 + 600,
+        };
+        let validated = [event("code_validated", Some(alice), T0 + 3)];
+        assert!(store
+            .redeem_code(code_id, &token, &validated)
+            .await
+            .unwrap());
+        assert!(!store
+            .redeem_code(code_id, &token, &validated)
+            .await
+            .unwrap());
+        assert_eq!(
+            trail(alice).await,
+            ["registered", "code_requested", "code_validated"]
+        );
+
+        // A reset with a wrong token records nothing; the right one records its events.
+        let reset = [
+            event("password_reset", Some(alice), T0 + 4),
+            event("sessions_revoked", Some(alice), T0 + 4),
+        ];
+        let wrong = store
+            .reset_password(alice, "nope", "new", T0 + 4, None, &[], &reset)
+            .await
+            .unwrap();
+        assert!(!wrong);
+        assert_eq!(total().await, 3);
+        let done = store
+            .reset_password(alice, "tok", "new", T0 + 4, None, &[], &reset)
+            .await
+            .unwrap();
+        assert!(done);
+        assert_eq!(total().await, 5);
+
+        // Closing a session records its event; closing one that is gone records nothing.
+        session(&store, alice, "tok-s", T0 + 5, T0 + 1000).await;
+        assert_eq!(total().await, 6);
+        let out = [event("logged_out", Some(alice), T0 + 6)];
+        store.delete_session("tok-s", &out).await.unwrap();
+        store.delete_session("tok-s", &out).await.unwrap();
+        store.delete_session("never", &out).await.unwrap();
+        assert_eq!(total().await, 7);
+
+        // Administrators' changes: on a user who does not exist, nothing is recorded.
+        let off = [event("account_disabled", Some(NOBODY), T0 + 7)];
+        assert!(!store
+            .set_disabled(NOBODY, Some(T0 + 7), &off)
+            .await
+            .unwrap());
+        let set = [event("password_set", Some(NOBODY), T0 + 7)];
+        assert!(!store
+            .set_password_hash(NOBODY, "h", T0 + 7, &set)
+            .await
+            .unwrap());
+        assert_eq!(total().await, 7);
+        let off = [event("account_disabled", Some(alice), T0 + 8)];
+        assert!(store.set_disabled(alice, Some(T0 + 8), &off).await.unwrap());
+        let on = [event("account_enabled", Some(alice), T0 + 9)];
+        assert!(store.set_disabled(alice, None, &on).await.unwrap());
+        let revoked = [event("sessions_revoked", Some(alice), T0 + 10)];
+        assert_eq!(store.revoke_sessions(alice, &revoked).await.unwrap(), 0);
+        let set = [event("password_set", Some(alice), T0 + 11)];
+        assert!(store
+            .set_password_hash(alice, "h2", T0 + 11, &set)
+            .await
+            .unwrap());
+        assert_eq!(
+            trail(alice).await,
+            [
+                "registered",
+                "code_requested",
+                "code_validated",
+                "password_reset",
+                "sessions_revoked",
+                "login_succeeded",
+                "logged_out",
+                "account_disabled",
+                "account_enabled",
+                "sessions_revoked",
+                "password_set",
+            ]
+        );
+    }
+
     pub async fn an_expired_idle_unknown_or_disabled_session_finds_nobody(
         store: Arc<dyn Store>,
         raw: Raw,
@@ -1003,12 +1159,12 @@ mod contract {
         let alice = user(&store, "alice").await;
         session(&store, alice, "tok-1", T0, T0 + 1000).await;
         session(&store, alice, "tok-2", T0, T0 + 1000).await;
-        store.delete_session("tok-1").await.unwrap();
+        store.delete_session("tok-1", &[]).await.unwrap();
         assert!(!live(&store, "tok-1", T0 + 1).await);
         assert!(live(&store, "tok-2", T0 + 1).await);
         // Deleting what is not there (a double logout) is not an error.
-        store.delete_session("tok-1").await.unwrap();
-        store.delete_session("never-existed").await.unwrap();
+        store.delete_session("tok-1", &[]).await.unwrap();
+        store.delete_session("never-existed", &[]).await.unwrap();
     }
 
     // --- codes ---------------------------------------------------------------------------
@@ -1066,7 +1222,7 @@ mod contract {
                     payload: &payload,
                     now: T0,
                 };
-                store.issue_code(&code, &message).await
+                store.issue_code(&code, &message, &[]).await
             }
         })
         .await;
@@ -1354,7 +1510,7 @@ mod contract {
             .unwrap()
             .is_none());
         assert!(store
-            .reset_password(alice, "tok", "new", T0 + 1, None, &[])
+            .reset_password(alice, "tok", "new", T0 + 1, None, &[], &[])
             .await
             .unwrap());
         assert!(store
@@ -1393,7 +1549,8 @@ mod contract {
                 "new-hash",
                 T0 + 5,
                 None,
-                std::slice::from_ref(&notice)
+                std::slice::from_ref(&notice),
+                &[]
             )
             .await
             .unwrap());
@@ -1415,11 +1572,11 @@ mod contract {
             .is_none());
         // Consumed once: neither token works again.
         assert!(!store
-            .reset_password(alice, "tok-1", "again", T0 + 7, None, &[])
+            .reset_password(alice, "tok-1", "again", T0 + 7, None, &[], &[])
             .await
             .unwrap());
         assert!(!store
-            .reset_password(alice, "tok-2", "again", T0 + 7, None, &[])
+            .reset_password(alice, "tok-2", "again", T0 + 7, None, &[], &[])
             .await
             .unwrap());
         assert_eq!(
@@ -1471,7 +1628,7 @@ mod contract {
         reset_token(&store, alice, "tok-alice").await;
         reset_token(&store, bob, "tok-used").await;
         assert!(store
-            .reset_password(bob, "tok-used", "bob-new", T0 + 1, None, &[])
+            .reset_password(bob, "tok-used", "bob-new", T0 + 1, None, &[], &[])
             .await
             .unwrap());
         reset_token(&store, bob, "tok-bob").await;
@@ -1494,7 +1651,15 @@ mod contract {
             (alice, "no-such-token", T0 + 3, "an unknown token"),
         ] {
             let done = store
-                .reset_password(who, token, "evil", now, None, std::slice::from_ref(&notice))
+                .reset_password(
+                    who,
+                    token,
+                    "evil",
+                    now,
+                    None,
+                    std::slice::from_ref(&notice),
+                    &[],
+                )
                 .await
                 .unwrap();
             assert!(!done, "reset with {why} succeeded");
@@ -1556,6 +1721,7 @@ mod contract {
                         T0 + 1,
                         None,
                         std::slice::from_ref(&notice),
+                        &[],
                     )
                     .await;
                 (done.unwrap(), hash)
@@ -1860,7 +2026,7 @@ mod contract {
         session(&store, alice, "sess-2", T0, T0 + 10_000).await;
         session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
 
-        assert!(store.set_disabled(alice, Some(T0 + 5)).await.unwrap());
+        assert!(store.set_disabled(alice, Some(T0 + 5), &[]).await.unwrap());
         let found = store.find_user(&id("alice")).await.unwrap().unwrap();
         assert_eq!(found.disabled_at, Some(T0 + 5));
         assert!(!live(&store, "sess-1", T0 + 6).await);
@@ -1875,7 +2041,7 @@ mod contract {
         let bob_row = store.find_user(&id("bob")).await.unwrap().unwrap();
         assert_eq!(bob_row.disabled_at, None);
 
-        assert!(store.set_disabled(alice, None).await.unwrap());
+        assert!(store.set_disabled(alice, None, &[]).await.unwrap());
         let found = store.find_user(&id("alice")).await.unwrap().unwrap();
         assert_eq!(found.disabled_at, None);
         session(&store, alice, "sess-4", T0 + 8, T0 + 10_000).await;
@@ -1886,11 +2052,11 @@ mod contract {
             .unwrap();
         assert_eq!(back.id, alice);
         // Enabling an enabled user is no error: the user exists.
-        assert!(store.set_disabled(bob, None).await.unwrap());
+        assert!(store.set_disabled(bob, None, &[]).await.unwrap());
         assert!(live(&store, "sess-bob", T0 + 9).await);
 
-        assert!(!store.set_disabled(NOBODY, Some(T0)).await.unwrap());
-        assert!(!store.set_disabled(NOBODY, None).await.unwrap());
+        assert!(!store.set_disabled(NOBODY, Some(T0), &[]).await.unwrap());
+        assert!(!store.set_disabled(NOBODY, None, &[]).await.unwrap());
     }
 
     pub async fn revoking_sessions_deletes_only_that_users_and_counts_them(
@@ -1904,13 +2070,13 @@ mod contract {
         }
         session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
 
-        assert_eq!(store.revoke_sessions(alice).await.unwrap(), 3);
+        assert_eq!(store.revoke_sessions(alice, &[]).await.unwrap(), 3);
         for i in 0..3 {
             assert!(!live(&store, &format!("sess-{i}"), T0 + 1).await);
         }
         assert!(live(&store, "sess-bob", T0 + 1).await);
-        assert_eq!(store.revoke_sessions(alice).await.unwrap(), 0);
-        assert_eq!(store.revoke_sessions(NOBODY).await.unwrap(), 0);
+        assert_eq!(store.revoke_sessions(alice, &[]).await.unwrap(), 0);
+        assert_eq!(store.revoke_sessions(NOBODY, &[]).await.unwrap(), 0);
         // The user is not disabled: a new login works.
         session(&store, alice, "sess-new", T0 + 2, T0 + 10_000).await;
         assert!(live(&store, "sess-new", T0 + 3).await);
@@ -1931,7 +2097,7 @@ mod contract {
         session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
 
         assert!(store
-            .set_password_hash(alice, "admin-hash", T0 + 5)
+            .set_password_hash(alice, "admin-hash", T0 + 5, &[])
             .await
             .unwrap());
         let found = store.find_user(&id("alice")).await.unwrap().unwrap();
@@ -1950,7 +2116,7 @@ mod contract {
             .unwrap()
             .is_none());
         assert!(!store
-            .reset_password(alice, "tok-alice", "evil", T0 + 6, None, &[])
+            .reset_password(alice, "tok-alice", "evil", T0 + 6, None, &[], &[])
             .await
             .unwrap());
         assert_eq!(
@@ -1975,7 +2141,7 @@ mod contract {
             .is_some());
 
         assert!(!store
-            .set_password_hash(NOBODY, "admin-hash", T0 + 7)
+            .set_password_hash(NOBODY, "admin-hash", T0 + 7, &[])
             .await
             .unwrap());
     }
@@ -2226,6 +2392,7 @@ mod contract {
                     payload: &payload,
                     now: T0,
                 },
+                &[],
             )
             .await
             .unwrap();
@@ -2253,7 +2420,7 @@ mod contract {
             .unwrap();
         assert_eq!(live.channel.as_deref(), Some("sms"));
         assert!(store
-            .reset_password(alice, "tok-sms", "new", T0 + 1, Some("sms"), &[])
+            .reset_password(alice, "tok-sms", "new", T0 + 1, Some("sms"), &[], &[])
             .await
             .unwrap());
         assert_eq!(proven(&store, alice).await, ["sms"]);
@@ -2273,7 +2440,7 @@ mod contract {
             .unwrap();
         token_via(&store, alice, "email", "tok-a").await;
         assert!(store
-            .reset_password(alice, "tok-a", "new", T0 + 1, Some("email"), &[])
+            .reset_password(alice, "tok-a", "new", T0 + 1, Some("email"), &[], &[])
             .await
             .unwrap());
         let found = store.find_user(&id("alice")).await.unwrap().unwrap();
@@ -2291,12 +2458,12 @@ mod contract {
             .unwrap();
         token_via(&store, bob, "sms", "tok-b1").await;
         assert!(store
-            .reset_password(bob, "tok-b1", "new", T0 + 1, Some("sms"), &[])
+            .reset_password(bob, "tok-b1", "new", T0 + 1, Some("sms"), &[], &[])
             .await
             .unwrap());
         token_via(&store, bob, "email", "tok-b2").await;
         assert!(store
-            .reset_password(bob, "tok-b2", "newer", T0 + 2, Some("email"), &[])
+            .reset_password(bob, "tok-b2", "newer", T0 + 2, Some("email"), &[], &[])
             .await
             .unwrap());
         let found = store.find_user(&id("bob")).await.unwrap().unwrap();
@@ -2313,12 +2480,12 @@ mod contract {
             .unwrap();
         token_via(&store, alice, "sms", "tok-1").await;
         assert!(store
-            .reset_password(alice, "tok-1", "new", T0 + 1, Some("sms"), &[])
+            .reset_password(alice, "tok-1", "new", T0 + 1, Some("sms"), &[], &[])
             .await
             .unwrap());
         token_via(&store, alice, "email", "tok-2").await;
         assert!(store
-            .reset_password(alice, "tok-2", "newer", T0 + 2, Some("email"), &[])
+            .reset_password(alice, "tok-2", "newer", T0 + 2, Some("email"), &[], &[])
             .await
             .unwrap());
         assert_eq!(proven(&store, alice).await, ["email", "sms"]);
@@ -2364,6 +2531,7 @@ mod contract {
                     payload: "p",
                     now: T0,
                 },
+                &[],
             )
             .await
             .unwrap();
@@ -2463,7 +2631,7 @@ mod contract {
         // Her email proof was made under the old key.
         token_via(&store, alice, "email", "tok-a").await;
         assert!(store
-            .reset_password(alice, "tok-a", "new", T0 + 1, Some("email"), &[])
+            .reset_password(alice, "tok-a", "new", T0 + 1, Some("email"), &[], &[])
             .await
             .unwrap());
         assert_eq!(proven(&store, alice).await, ["email"]);
