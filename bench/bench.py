@@ -588,8 +588,16 @@ class Run:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
         if git.returncode == 0:
             self.commit = git.stdout.strip()
-            dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src", "migrations", "Cargo.toml", "Cargo.lock"], cwd=ROOT, check=False)
-            if dirty.returncode != 0:
+            # Changed or new (untracked) files that go into the binary: a new migration is
+            # one of them.
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=all", "--", "src", "migrations", "build.rs", "Cargo.toml", "Cargo.lock"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if dirty.returncode != 0 or dirty.stdout.strip():
                 self.commit += " + uncommitted changes"
         else:
             self.commit = "unknown (not a git checkout)"
