@@ -16,7 +16,7 @@ use crate::cli::{AuditArgs, UpgradeArgs, UserAction, UserCommand};
 use crate::config::Settings;
 use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
 use crate::state::now;
-use crate::store::{self, AuditEvent, Store, User};
+use crate::store::{self, AccountChange, AuditEvent, Store, User};
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -37,6 +37,8 @@ fn user_json(u: &User) -> serde_json::Value {
         "email": u.email,
         "phone": u.phone,
         "created_at": timestamp(u.created_at),
+        "email_verified": u.email_verified,
+        "phone_verified": u.phone_verified,
         "disabled": u.disabled_at.is_some(),
         "disabled_at": u.disabled_at.map(timestamp),
     })
@@ -131,6 +133,8 @@ pub async fn user(cmd: UserCommand) -> CliResult {
                     "email",
                     "phone",
                     "created_at",
+                    "email_verified",
+                    "phone_verified",
                     "disabled",
                     "disabled_at",
                 ]
@@ -165,8 +169,47 @@ pub async fn user(cmd: UserCommand) -> CliResult {
         UserAction::RevokeSessions { identifier } => {
             let u = find(&store, &identifier).await?;
             let events = [by_cli("sessions_revoked", u.id)];
-            let n = store.revoke_sessions(u.id, &events).await?;
+            let n = store.revoke_sessions(u.id, None, &events).await?;
             println!("revoked {n} session(s) of {}", u.username);
+        }
+        UserAction::Verify {
+            identifier,
+            channel,
+        } => {
+            let u = find(&store, &identifier).await?;
+            if channel == "sms" && u.phone.is_none() {
+                return Err(fail(format!("{} has no phone", u.username)));
+            }
+            let event = if channel == "sms" {
+                "phone_verified"
+            } else {
+                "email_verified"
+            };
+            let change = AccountChange::Prove { channel: &channel };
+            if !store
+                .apply_change(u.id, None, &change, now(), &[], &[by_cli(event, u.id)])
+                .await?
+            {
+                return Err(fail(format!("{} is gone", u.username)));
+            }
+            println!("marked the {channel} of {} verified", u.username);
+        }
+        UserAction::Delete { identifier, yes } => {
+            let u = find(&store, &identifier).await?;
+            if !yes {
+                return Err(fail(format!(
+                    "deleting {} cannot be undone: add --yes",
+                    u.username
+                )));
+            }
+            let event = AuditEvent {
+                user_agent: None,
+                ..by_cli("account_deleted", u.id)
+            };
+            if !store.delete_user(u.id, &[], &[event]).await? {
+                return Err(fail(format!("{} is gone", u.username)));
+            }
+            println!("deleted {}", u.username);
         }
         UserAction::SetPassword {
             identifier,

@@ -78,6 +78,22 @@ pub enum UserAction {
     Enable { identifier: String },
     /// Revoke all of a user's sessions.
     RevokeSessions { identifier: String },
+    /// Mark a user's email (or phone) as verified, as a right code would.
+    Verify {
+        identifier: String,
+        /// Which address: `email` or `sms`.
+        #[arg(long, default_value = "email", value_parser = ["email", "sms"])]
+        channel: String,
+    },
+    /// Delete a user as `DELETE /me` does: the account, its sessions, codes, tokens and
+    /// undelivered messages; the audit trail keeps the id without addresses. No goodbye
+    /// email is sent (the operator knows why the account goes).
+    Delete {
+        identifier: String,
+        /// Required: there is no undo.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Set a user's password, read from standard input (never from the arguments);
     /// revokes their sessions and outstanding codes.
     SetPassword {

@@ -236,6 +236,14 @@ pub struct RecoverySettings {
     #[arg(long, env = "RESET_TOKEN_TTL", default_value = "15m", value_parser = duration)]
     pub reset_token_ttl: Duration,
 
+    /// When true, a login with the right password on an unverified email answers 403 and
+    /// sends a fresh code, and registering a taken email or phone answers like a new
+    /// registration (the owner is told by email). Off by default: the seed's clients do
+    /// not verify.
+    #[arg(long, env = "REQUIRE_VERIFIED_EMAIL", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub require_verified_email: bool,
+
     /// Shortest time a refused /validate-otp or /reset-password takes to answer, so that
     /// the write an existing account costs cannot be timed. Above the slowest commit you
     /// expect; 0 turns it off.
@@ -400,6 +408,35 @@ pub struct LimitSettings {
     /// /reset-password per client IP.
     #[arg(long, env = "RATE_RESET_PER_IP", default_value = "20/1m")]
     pub reset_per_ip: Rule,
+
+    /// /send-verification per account.
+    #[arg(
+        long,
+        env = "RATE_SEND_VERIFICATION_PER_ACCOUNT",
+        default_value = "3/1m"
+    )]
+    pub send_verification_per_account: Rule,
+
+    /// /send-verification per client IP.
+    #[arg(long, env = "RATE_SEND_VERIFICATION_PER_IP", default_value = "10/1m")]
+    pub send_verification_per_ip: Rule,
+
+    /// /verify per account.
+    #[arg(long, env = "RATE_VERIFY_PER_ACCOUNT", default_value = "10/1m")]
+    pub verify_per_account: Rule,
+
+    /// /verify per client IP.
+    #[arg(long, env = "RATE_VERIFY_PER_IP", default_value = "30/1m")]
+    pub verify_per_ip: Rule,
+
+    /// Self-service requests (change password, email or phone and their confirmations,
+    /// the session list and its revocations, account deletion) per account.
+    #[arg(long, env = "RATE_ACCOUNT_PER_USER", default_value = "30/1m")]
+    pub account_per_user: Rule,
+
+    /// Self-service requests per client IP.
+    #[arg(long, env = "RATE_ACCOUNT_PER_IP", default_value = "60/1m")]
+    pub account_per_ip: Rule,
 }
 
 /// A rate-limit rule: at most `count` events per `period`, spread evenly (GCRA), with a

@@ -38,6 +38,16 @@ pub enum ApiError {
     /// 400 on /validate-otp: wrong, expired, used or dead code alike.
     #[error("Invalid or expired OTP")]
     InvalidOtp,
+    /// 400 on /verify and the confirmations of a change: wrong, expired, used or dead code
+    /// alike.
+    #[error("Invalid or expired code")]
+    InvalidCode,
+    /// 403 on /login under REQUIRE_VERIFIED_EMAIL: right password, unproven email.
+    #[error("Email address not verified")]
+    EmailNotVerified,
+    /// 404 on /sessions/{id}: not one of the caller's sessions, or none at all, alike.
+    #[error("Session not found")]
+    SessionNotFound,
     /// 409 on /register.
     #[error("User already exists")]
     UserExists,
@@ -76,7 +86,11 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::InvalidOtp => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidOtp | ApiError::InvalidCode => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::EmailNotVerified => StatusCode::FORBIDDEN,
+            ApiError::SessionNotFound => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => {

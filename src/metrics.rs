@@ -57,6 +57,12 @@ pub async fn upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Counts a completed self-service change (`gatehouse_account_events_total`): the audit
+/// event's name, from the closed set the flows use.
+pub fn account_event(event: &'static str) {
+    metrics::counter!("gatehouse_account_events_total", "event" => event).increment(1);
+}
+
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `GET /metrics`: Prometheus text format, with gauges refreshed at scrape time.

@@ -1,4 +1,9 @@
-//! One-time recovery codes: asking for one, and trading a right one for a reset token.
+//! One-time codes: the machinery every code shares (a code for a purpose, sent through
+//! the outbox; a guess that takes a try before it is compared), and the recovery codes
+//! of the seed's API: asking for one, and trading a right one for a reset token.
+//!
+//! Every code has a purpose (`Purpose`) and is only ever looked up for it: a recovery code
+//! verifies nothing, a verification code resets nothing.
 //!
 //! Asking answers the same whether or not the account exists: what only an existing
 //! account costs (the hourly cap, the channel choice, the code's transaction) runs after
@@ -24,7 +29,131 @@ use crate::extract::RequestMeta;
 use crate::limit;
 use crate::notify::{outbox, sms_policy, Channel, Message};
 use crate::state::{now, AppState};
-use crate::store::{LiveCode, NewCode, NewOutbox, NewResetToken, User, UserId};
+use crate::store::{AuditEvent, LiveCode, NewCode, NewOutbox, NewResetToken, User, UserId};
+
+/// What a code is for. Each purpose has at most one live code per user: a new one kills
+/// the older ones of its purpose, and only of its purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Recovery (`/forgot-password`, `/validate-otp`).
+    Reset,
+    /// Proving the account's email (`/verify`).
+    VerifyEmail,
+    /// Proving the account's phone (`/verify`).
+    VerifyPhone,
+    /// Moving to the new email the code was sent to (`/confirm-email-change`).
+    ChangeEmail,
+    /// Moving to the new phone the code was sent to (`/confirm-phone-change`).
+    ChangePhone,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Reset => "reset",
+            Purpose::VerifyEmail => "verify_email",
+            Purpose::VerifyPhone => "verify_phone",
+            Purpose::ChangeEmail => "change_email",
+            Purpose::ChangePhone => "change_phone",
+        }
+    }
+}
+
+/// A code to send: who it is for, what for, where, and the message around it.
+pub struct Outgoing<'a> {
+    pub user_id: UserId,
+    pub purpose: Purpose,
+    pub channel: Channel,
+    /// The address the message goes to.
+    pub to: &'a str,
+    /// The new email or phone a change code proves (`NewCode::address`).
+    pub address: Option<&'a str>,
+    /// The device that asked (recovery codes only, `auth::device`).
+    pub device: Option<&'a str>,
+    pub subject: &'a str,
+    /// What the code does, completing "Your one-time code is 123456. It expires in 10
+    /// minutes." and saying what to do if the reader did not ask for it.
+    pub explain: &'a str,
+    /// The audit row of the code's issue.
+    pub event: AuditEvent<'a>,
+}
+
+/// Stores a new code as its keyed hash, with the message that carries it and its audit
+/// row, in one transaction that kills the user's older codes of the same purpose, and
+/// wakes the outbox.
+pub async fn send(state: &AppState, out: &Outgoing<'_>) -> Result<()> {
+    let code = new_code();
+    let ttl = state.settings.recovery.otp_ttl;
+    let minutes = ttl.as_secs().div_ceil(60);
+    let message = Message {
+        channel: out.channel,
+        to: out.to.to_owned(),
+        subject: out.subject.to_owned(),
+        body: format!(
+            "Your one-time code is {code}. It expires in {minutes} minutes.\n\n{}",
+            out.explain
+        ),
+    };
+    let now = now();
+    let sealed = outbox::seal(&state.keys, &message).map_err(ApiError::internal)?;
+    state
+        .store
+        .issue_code(
+            &NewCode {
+                user_id: out.user_id,
+                code_hash: &state.keys.code_hash(out.user_id, &code),
+                purpose: out.purpose.as_str(),
+                address: out.address,
+                channel: out.channel.as_str(),
+                device: out.device,
+                now,
+                expires_at: now + ttl.as_secs() as i64,
+            },
+            &NewOutbox {
+                channel: out.channel.as_str(),
+                payload: &sealed,
+                user_id: Some(out.user_id),
+                now,
+            },
+            std::slice::from_ref(&out.event),
+        )
+        .await?;
+    state.outbox_wake.notify_one();
+    tracing::info!(
+        user_id = out.user_id,
+        purpose = out.purpose.as_str(),
+        channel = out.channel.as_str(),
+        "code issued"
+    );
+    Ok(())
+}
+
+/// Queues one message of its own (a notice), sealed, and wakes the outbox; `user_id` is
+/// whose it is (deleting that account drops it while undelivered).
+pub async fn notify(state: &AppState, message: &Message, user_id: Option<UserId>) -> Result<()> {
+    let sealed = outbox::seal(&state.keys, message).map_err(ApiError::internal)?;
+    state
+        .store
+        .queue_message(&NewOutbox {
+            channel: message.channel.as_str(),
+            payload: &sealed,
+            user_id,
+            now: now(),
+        })
+        .await?;
+    state.outbox_wake.notify_one();
+    Ok(())
+}
+
+/// Whether `user` may be sent another code now: the hourly cap of codes per account
+/// (RATE_CODES_PER_ACCOUNT), under `cap` (the account's, or one of its devices').
+pub async fn under_cap(state: &AppState, cap: &str) -> bool {
+    state
+        .limiter
+        .check(&state.settings.limits.codes_per_account, cap)
+        .await
+        .is_ok()
+}
 
 /// At most one "someone is guessing your code" notice per account a day.
 const GUESSING_NOTICE: Rule = Rule {
@@ -113,12 +242,7 @@ async fn issue_if_allowed(
         Some(d) => format!("codes:device:{}", d.id),
         None => format!("codes:user:{}", user.id),
     };
-    let capped = state
-        .limiter
-        .check(&state.settings.limits.codes_per_account, &cap)
-        .await
-        .is_err();
-    if capped {
+    if !under_cap(state, &cap).await {
         tracing::info!(user_id = user.id, "code not issued: hourly cap reached");
         return Ok(());
     }
@@ -144,63 +268,26 @@ async fn issue_if_allowed(
         );
         return Ok(());
     };
-    issue(state, user, channel, device, origin).await
-}
-
-/// A new code for `user`, stored as its keyed hash with its message to `channel` and its
-/// audit row, in one transaction that also kills the user's older codes.
-async fn issue(
-    state: &AppState,
-    user: &User,
-    channel: Channel,
-    device: Option<&Device>,
-    origin: &Origin,
-) -> Result<()> {
     let to = match channel {
-        Channel::Sms => user.phone.clone().unwrap_or_default(),
-        Channel::Email => user.email.clone(),
+        Channel::Sms => user.phone.as_deref().unwrap_or_default(),
+        Channel::Email => &user.email,
     };
-    let code = new_code();
-    let ttl = state.settings.recovery.otp_ttl;
-    let minutes = ttl.as_secs().div_ceil(60);
-    let message = Message {
-        channel,
-        to,
-        subject: "Your password reset code".into(),
-        body: format!(
-            "Your one-time code is {code}. It expires in {minutes} minutes.\n\n\
-             If you did not ask to reset your password, ignore this message: \
-             your password has not been changed."
-        ),
-    };
-    let now = now();
-    let sealed = outbox::seal(&state.keys, &message).map_err(ApiError::internal)?;
-    state
-        .store
-        .issue_code(
-            &NewCode {
-                user_id: user.id,
-                code_hash: &state.keys.code_hash(user.id, &code),
-                channel: channel.as_str(),
-                device: device.map(|d| d.id.as_str()),
-                now,
-                expires_at: now + ttl.as_secs() as i64,
-            },
-            &NewOutbox {
-                channel: channel.as_str(),
-                payload: &sealed,
-                now,
-            },
-            &[origin.event("code_requested", Some(user.id))],
-        )
-        .await?;
-    state.outbox_wake.notify_one();
-    tracing::info!(
-        user_id = user.id,
-        channel = channel.as_str(),
-        "recovery code issued"
-    );
-    Ok(())
+    send(
+        state,
+        &Outgoing {
+            user_id: user.id,
+            purpose: Purpose::Reset,
+            channel,
+            to,
+            address: None,
+            device: device.map(|d| d.id.as_str()),
+            subject: "Your password reset code",
+            explain: "If you did not ask to reset your password, ignore this message: \
+                      your password has not been changed.",
+            event: origin.event("code_requested", Some(user.id)),
+        },
+    )
+    .await
 }
 
 /// Counts a code event. `requested` counts every accepted request and `rejected` every
@@ -240,7 +327,8 @@ pub async fn validate(
 
     let started = Instant::now();
     let now = now();
-    let found = lookup::find_enabled_with_live_code(&*state.store, identifier, now).await?;
+    let found =
+        lookup::find_enabled_with_live_code(&*state.store, identifier, Purpose::Reset, now).await?;
     let device = found
         .as_ref()
         .and_then(|(u, _)| device::of_user(&state.keys, device_cookie, u.id));
@@ -312,41 +400,7 @@ async fn redeem(
         }
         None => false,
     };
-    if !on_device {
-        // A dead code costs one read (the user and their code together) and no write:
-        // the cheap path for guess floods. The conditional UPDATE below still decides,
-        // atomically, for codes with tries left.
-        if code.attempts >= max as i32 {
-            return Err(ApiError::InvalidOtp);
-        }
-        if state
-            .limiter
-            .check(budget, &format!("guesses:user:{}", user.id))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                user_id = user.id,
-                "code guess refused: the account's budget of guesses is spent"
-            );
-            warn_owner(state, &user).await;
-            return Err(ApiError::InvalidOtp);
-        }
-        if !state.store.claim_attempt(code.id, now, max).await? {
-            return Err(ApiError::InvalidOtp);
-        }
-    }
-    if !state
-        .keys
-        .code_matches(user.id, otp.expose(), &code.code_hash)
-    {
-        tracing::info!(user_id = user.id, "wrong recovery code");
-        audit::attempt(state, "code_failed", Some(user.id), origin).await;
-        if !on_device && code.attempts + 1 >= max as i32 {
-            warn_owner(state, &user).await;
-        }
-        return Err(ApiError::InvalidOtp);
-    }
+    check_guess(state, &user, &code, on_device, otp, now, origin).await?;
     let token = new_token();
     let ttl = state.settings.recovery.reset_token_ttl;
     let redeemed = state
@@ -369,6 +423,59 @@ async fn redeem(
     Ok((token, user.id))
 }
 
+/// Compares a guess at `user`'s live `code`, after taking one of its shared tries
+/// (unless `on_device`: the caller took one of the device's) within the account's budget
+/// of compared guesses across all its codes, whatever their purpose. Every refusal is
+/// `InvalidOtp`; a wrong guess is audited, and the owner hears when a code dies of them.
+pub async fn check_guess(
+    state: &AppState,
+    user: &User,
+    code: &LiveCode,
+    on_device: bool,
+    otp: &OtpCode,
+    now: i64,
+    origin: &Origin,
+) -> Result<()> {
+    let max = state.settings.recovery.otp_max_attempts;
+    let budget = &state.settings.limits.code_guesses_per_account;
+    if !on_device {
+        // A dead code costs one read (the user and their code together) and no write:
+        // the cheap path for guess floods. The conditional UPDATE below still decides,
+        // atomically, for codes with tries left.
+        if code.attempts >= max as i32 {
+            return Err(ApiError::InvalidOtp);
+        }
+        if state
+            .limiter
+            .check(budget, &format!("guesses:user:{}", user.id))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                user_id = user.id,
+                "code guess refused: the account's budget of guesses is spent"
+            );
+            warn_owner(state, user).await;
+            return Err(ApiError::InvalidOtp);
+        }
+        if !state.store.claim_attempt(code.id, now, max).await? {
+            return Err(ApiError::InvalidOtp);
+        }
+    }
+    if !state
+        .keys
+        .code_matches(user.id, otp.expose(), &code.code_hash)
+    {
+        tracing::info!(user_id = user.id, "wrong code");
+        audit::attempt(state, "code_failed", Some(user.id), origin).await;
+        if !on_device && code.attempts + 1 >= max as i32 {
+            warn_owner(state, user).await;
+        }
+        return Err(ApiError::InvalidOtp);
+    }
+    Ok(())
+}
+
 /// Tells the owner (once a day at most) that someone is guessing their recovery codes.
 async fn warn_owner(state: &AppState, user: &User) {
     if state
@@ -382,9 +489,9 @@ async fn warn_owner(state: &AppState, user: &User) {
     let notice = Message {
         channel: Channel::Email,
         to: user.email.clone(),
-        subject: "Someone is trying to guess your recovery code".into(),
+        subject: "Someone is trying to guess your one-time code".into(),
         body: format!(
-            "Someone is asking for password reset codes for your account {} and guessing \
+            "Someone is asking for one-time codes for your account {} and guessing \
              them wrong. Your password has not been changed, and further guesses are \
              being refused.\n\n\
              If it is you, ask for a new code from a browser where you have signed in \
@@ -393,23 +500,7 @@ async fn warn_owner(state: &AppState, user: &User) {
             user.username
         ),
     };
-    let sealed = match outbox::seal(&state.keys, &notice) {
-        Ok(sealed) => sealed,
-        Err(e) => {
-            tracing::warn!(error = %e, "guessing notice not sealed");
-            return;
-        }
-    };
-    let queued = state
-        .store
-        .queue_message(&NewOutbox {
-            channel: Channel::Email.as_str(),
-            payload: &sealed,
-            now: now(),
-        })
-        .await;
-    match queued {
-        Ok(()) => state.outbox_wake.notify_one(),
-        Err(e) => tracing::warn!(user_id = user.id, error = %e, "guessing notice not queued"),
+    if let Err(e) = notify(state, &notice, Some(user.id)).await {
+        tracing::warn!(user_id = user.id, error = %e, "guessing notice not queued");
     }
 }

@@ -10,11 +10,13 @@
 use crate::audit::{self, Origin};
 use crate::auth::device;
 use crate::auth::lookup;
-use crate::auth::token::{new_token, token_hash};
+use crate::auth::token::{new_public_id, new_token, token_hash};
+use crate::auth::verification;
 use crate::domain::{Identifier, Password};
 use crate::error::{ApiError, Result};
 use crate::extract::RequestMeta;
 use crate::limit;
+use crate::notify::Channel;
 use crate::state::{now, AppState};
 use crate::store::{NewSession, UserId};
 
@@ -89,6 +91,13 @@ pub async fn open_session(
         hold.wait().await;
         return Err(ApiError::InvalidCredentials);
     };
+    if state.settings.recovery.require_verified_email && !user.email_verified {
+        // The right password on an unproven email: no session, and a fresh code to prove
+        // it (within the account's cap of codes).
+        tracing::info!(user_id = user.id, "login refused: email not verified");
+        verification::send_later(state, user, vec![Channel::Email], Origin::of(meta)).await?;
+        return Err(ApiError::EmailNotVerified);
+    }
     state
         .limiter
         .reset(&format!("login:account:{account}"))
@@ -119,12 +128,16 @@ pub async fn open_session(
     let token = new_token();
     let lifetime = state.settings.sessions.session_absolute_timeout;
     let origin = Origin::of(meta);
+    let ip = meta.ip.to_string();
     state
         .store
         .create_session(
             &NewSession {
                 user_id: user.id,
                 token_hash: &token_hash(&token),
+                public_id: &new_public_id(),
+                ip: Some(&ip),
+                user_agent: meta.user_agent.as_deref(),
                 now,
                 expires_at: now + lifetime.as_secs() as i64,
             },

@@ -17,6 +17,7 @@
 //! from an earlier version, before its first start) and for those it had to leave because
 //! another account already held the new key.
 
+use crate::auth::codes::Purpose;
 use crate::domain::Identifier;
 use crate::store::{LiveCode, Store, StoreResult, User};
 
@@ -36,9 +37,10 @@ pub async fn find_enabled(store: &dyn Store, identifier: &Identifier) -> StoreRe
 pub async fn find_enabled_with_live_code(
     store: &dyn Store,
     identifier: &Identifier,
+    purpose: Purpose,
     now: i64,
 ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-    Ok(find_user_with_live_code(store, identifier, now)
+    Ok(find_user_with_live_code(store, identifier, purpose, now)
         .await?
         .filter(|(user, _)| enabled(user)))
 }
@@ -57,12 +59,18 @@ pub async fn find_user(store: &dyn Store, identifier: &Identifier) -> StoreResul
 pub async fn find_user_with_live_code(
     store: &dyn Store,
     identifier: &Identifier,
+    purpose: Purpose,
     now: i64,
 ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
-    let current = store.find_user_with_live_code(identifier, now).await?;
+    let purpose = purpose.as_str();
+    let current = store
+        .find_user_with_live_code(identifier, purpose, now)
+        .await?;
     let Some(legacy) = identifier.legacy() else {
         return Ok(current);
     };
-    let old = store.find_user_with_live_code(&legacy, now).await?;
+    let old = store
+        .find_user_with_live_code(&legacy, purpose, now)
+        .await?;
     Ok(current.or(old))
 }

@@ -1,7 +1,8 @@
 //! Authentication: the flows as plain functions, one file per concept — sessions,
-//! recovery codes, reset tokens — and the mechanics they use: password hashing, server
+//! recovery codes, reset tokens, verification, self-service account changes — and the mechanics they use: password hashing, server
 //! keys, opaque tokens, device cookies, proven channels, finding a user by identifier.
 
+pub mod account;
 pub mod codes;
 pub mod device;
 pub mod keys;
@@ -13,6 +14,7 @@ pub mod reset;
 pub mod secret;
 pub mod session;
 pub mod token;
+pub mod verification;
 
 use tokio::time::Instant;
 

@@ -93,6 +93,7 @@ pub async fn reset_password(
         .map(|(channel, payload)| NewOutbox {
             channel: channel.as_str(),
             payload,
+            user_id: Some(user.id),
             now,
         })
         .collect();

@@ -14,7 +14,7 @@ use axum_extra::headers::authorization::Bearer;
 use axum_extra::headers::{Authorization, HeaderMapExt};
 
 use crate::auth::token::{looks_like_token, token_hash};
-use crate::store::{AuditEvent, Store, StoreResult, User};
+use crate::store::{AuditEvent, SessionInfo, Store, StoreResult, User, UserId};
 
 pub const SESSION_COOKIE: &str = "session";
 pub const RESET_COOKIE: &str = "reset_token";
@@ -65,6 +65,49 @@ pub async fn check(
 pub async fn close(store: &dyn Store, token_hash: &str, event: &AuditEvent<'_>) -> StoreResult<()> {
     store
         .delete_session(token_hash, std::slice::from_ref(event))
+        .await
+}
+
+/// The user's live sessions, newest first, the one stored under `current_hash` marked.
+pub async fn list(
+    store: &dyn Store,
+    user_id: UserId,
+    current_hash: &str,
+    idle_timeout: Duration,
+    now: i64,
+) -> StoreResult<Vec<SessionInfo>> {
+    let idle_cutoff = now - idle_timeout.as_secs() as i64;
+    store
+        .list_sessions(user_id, current_hash, now, idle_cutoff)
+        .await
+}
+
+/// Ends the user's session with this public id; false when they have none such (another
+/// user's session is "none such" too).
+pub async fn revoke(
+    store: &dyn Store,
+    user_id: UserId,
+    public_id: &str,
+    event: &AuditEvent<'_>,
+) -> StoreResult<bool> {
+    // A public id is 22 base64url characters; anything else names no session.
+    if public_id.len() > 64 {
+        return Ok(false);
+    }
+    store
+        .revoke_session(user_id, public_id, std::slice::from_ref(event))
+        .await
+}
+
+/// Ends every session of the user but the one stored under `keep_hash`; returns how many.
+pub async fn revoke_others(
+    store: &dyn Store,
+    user_id: UserId,
+    keep_hash: &str,
+    event: &AuditEvent<'_>,
+) -> StoreResult<u64> {
+    store
+        .revoke_sessions(user_id, Some(keep_hash), std::slice::from_ref(event))
         .await
 }
 

@@ -14,6 +14,14 @@ pub fn new_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A session's public handle (`GET /sessions`): 128 random bits, base64url (22
+/// characters). It names a session to its own user and is worth nothing to anyone else.
+pub fn new_public_id() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// How a token is stored and looked up. A plain SHA-256 is enough: the token has 256 bits
 /// of entropy, so there is nothing to brute-force, and lookup stays one indexed equality.
 pub fn token_hash(token: &str) -> String {

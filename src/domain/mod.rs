@@ -34,6 +34,12 @@ impl ParseError {
             reason: reason.into(),
         }
     }
+
+    /// The same refusal, for the request field `field` (a parser names the field it
+    /// parses by default: `email`, `phone`).
+    pub fn in_field(self, field: &'static str) -> Self {
+        ParseError { field, ..self }
+    }
 }
 
 /// NFKC then lower case: the form in which a username's uniqueness is decided, so that

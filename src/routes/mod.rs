@@ -1,6 +1,7 @@
 //! The HTTP API: one module per feature, each exposing `router()`, merged here with the
 //! JSON 404/405 fallbacks; `app` wraps them in the middleware (`middleware`).
 
+mod account;
 mod health;
 mod login;
 mod middleware;
@@ -8,6 +9,7 @@ mod openapi;
 mod recovery;
 mod register;
 mod session;
+mod verification;
 
 use axum::Router;
 use serde::Serialize;
@@ -34,6 +36,8 @@ pub fn router() -> Router<AppState> {
         .merge(login::router())
         .merge(session::router())
         .merge(recovery::router())
+        .merge(verification::router())
+        .merge(account::router())
         .merge(health::router());
     openapi::serve(api)
         .fallback(|| async { ApiError::NotFound })

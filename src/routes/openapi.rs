@@ -69,6 +69,8 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
     tags(
         (name = "accounts", description = "Registration, login and sessions"),
         (name = "recovery", description = "Password recovery by one-time code"),
+        (name = "self-service", description = "What a signed-in user does to their own account: \
+            change the password, email or phone, see and end sessions, delete the account"),
         (name = "operations", description = "Health, readiness and this document (metrics and \
             the detailed readiness report are on the operations listener)"),
     )

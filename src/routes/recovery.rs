@@ -44,7 +44,7 @@ struct ForgotRequest {
 }
 
 /// `channel`: an enum of "email" and "sms", plus what also means "not given".
-fn channel_schema() -> utoipa::openapi::Object {
+pub(super) fn channel_schema() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{SchemaType, Type};
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
@@ -96,12 +96,7 @@ async fn forgot_password(
     ApiJson(req): ApiJson<ForgotRequest>,
 ) -> Result<Json<MessageBody>> {
     let identifier = Identifier::parse(&req.identifier)?;
-    let channel = match req.channel.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(c) if c.eq_ignore_ascii_case("email") => Some(Channel::Email),
-        Some(c) if c.eq_ignore_ascii_case("sms") => Some(Channel::Sms),
-        Some(_) => Err(ParseError::new("channel", "must be \"email\" or \"sms\""))?,
-    };
+    let channel = parse_channel(req.channel.as_deref())?;
     codes::request(
         &state,
         &identifier,
@@ -113,6 +108,16 @@ async fn forgot_password(
     Ok(Json(MessageBody {
         message: "OTP sent successfully",
     }))
+}
+
+/// A `channel` field: `email` or `sms` in any case, or not given (absent, null, empty).
+pub(super) fn parse_channel(raw: Option<&str>) -> Result<Option<Channel>, ParseError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(c) if c.eq_ignore_ascii_case("email") => Ok(Some(Channel::Email)),
+        Some(c) if c.eq_ignore_ascii_case("sms") => Ok(Some(Channel::Sms)),
+        Some(_) => Err(ParseError::new("channel", "must be \"email\" or \"sms\"")),
+    }
 }
 
 /// The request's device cookie (`auth::device`), as sent.

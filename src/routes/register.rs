@@ -10,12 +10,14 @@ use utoipa_axum::routes;
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::MessageBody;
 use crate::audit::Origin;
+use crate::auth::{codes, lookup, verification};
 use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
 use crate::limit;
+use crate::notify::{Channel, Message};
 use crate::state::{now, AppState};
-use crate::store::{NewUser, StoreError};
+use crate::store::{NewUser, StoreError, User};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(register))
@@ -122,44 +124,105 @@ async fn register(
     // The unique index sees only today's key; an account stored under the key earlier
     // versions used for this address (see `crate::auth::lookup`) holds it too. Such rows
     // are never written any more, so checking before inserting cannot race.
-    if let Some(legacy) = email.legacy() {
-        if state
-            .store
-            .find_user(&Identifier::Email(legacy))
+    let legacy_taken = match email.legacy() {
+        Some(legacy) => lookup::find_user(&*state.store, &Identifier::Email(legacy))
             .await?
-            .is_some()
-        {
-            return Err(ApiError::UserExists);
-        }
-    }
+            .is_some(),
+        None => false,
+    };
     let hash = state
         .hasher
         .hash(&password)
         .await
         .map_err(ApiError::internal)?;
-    let user_id = state
-        .store
-        .create_user(
-            &NewUser {
-                username: &username,
-                email: &email,
-                phone: phone.as_ref(),
-                password_hash: &hash,
-                now: now(),
-            },
-            &[Origin::of(&meta).event("registered", None)],
-        )
-        .await
+    let now = now();
+    let origin = Origin::of(&meta);
+    let created = if legacy_taken {
+        Err(StoreError::Conflict)
+    } else {
+        state
+            .store
+            .create_user(
+                &NewUser {
+                    username: &username,
+                    email: &email,
+                    phone: phone.as_ref(),
+                    password_hash: &hash,
+                    now,
+                },
+                &[origin.event("registered", None)],
+            )
+            .await
+    };
+    let registered = Json(MessageBody {
+        message: "User registered successfully",
+    });
+    match created {
+        Ok(user_id) => {
+            tracing::info!(user_id, "user registered");
+            let user = User {
+                id: user_id,
+                username: username.as_str().to_owned(),
+                email: email.as_str().to_owned(),
+                phone: phone.as_ref().map(|p| p.as_str().to_owned()),
+                password_hash: hash,
+                created_at: now,
+                disabled_at: None,
+                email_verified: false,
+                phone_verified: false,
+            };
+            let mut channels = vec![Channel::Email];
+            if user.phone.is_some() {
+                channels.push(Channel::Sms);
+            }
+            verification::send_later(&state, user, channels, origin).await?;
+            Ok((StatusCode::CREATED, registered))
+        }
         // The only unique indexes on users are the username, email and phone keys.
-        .map_err(|e| match e {
-            StoreError::Conflict => ApiError::UserExists,
-            other => other.into(),
-        })?;
-    tracing::info!(user_id, "user registered");
-    Ok((
-        StatusCode::CREATED,
-        Json(MessageBody {
-            message: "User registered successfully",
-        }),
-    ))
+        Err(StoreError::Conflict) => {
+            // A username is a chosen public handle: taken is taken. An email or phone
+            // tells who has an account, so under REQUIRE_VERIFIED_EMAIL the answer is the
+            // one a new account gets, and the owner hears of it.
+            let by_name = Identifier::Username(username.clone());
+            if !state.settings.recovery.require_verified_email
+                || lookup::find_user(&*state.store, &by_name).await?.is_some()
+            {
+                return Err(ApiError::UserExists);
+            }
+            let taken = [Some(Identifier::Email(email)), phone.map(Identifier::Phone)];
+            for identifier in taken.into_iter().flatten() {
+                if let Some(owner) = lookup::find_user(&*state.store, &identifier).await? {
+                    tell_owner(&state, &owner).await?;
+                }
+            }
+            Ok((StatusCode::CREATED, registered))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// "Someone tried to sign up with this address", to the email of the account that holds
+/// it, once a day at most per account.
+async fn tell_owner(state: &AppState, owner: &User) -> Result<()> {
+    let once_a_day = crate::config::Rule {
+        count: 1,
+        period: std::time::Duration::from_secs(24 * 3600),
+    };
+    let key = format!("notice:signup:{}", owner.id);
+    if state.limiter.check(&once_a_day, &key).await.is_err() {
+        return Ok(());
+    }
+    let notice = Message {
+        channel: Channel::Email,
+        to: owner.email.clone(),
+        subject: "Someone tried to sign up with your address".into(),
+        body: format!(
+            "Someone just tried to create a new account with an address that belongs to \
+             your account {}. No account was created, and they were not told that the \
+             address is taken.\n\nIf it was you, sign in instead, or reset your password if \
+             you forgot it. Otherwise no action is needed.",
+            owner.username
+        ),
+    };
+    codes::notify(state, &notice, Some(owner.id)).await
 }

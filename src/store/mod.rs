@@ -140,6 +140,10 @@ pub struct User {
     pub password_hash: String,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
+    /// The email has been proven, as it is now (`proven_channels`).
+    pub email_verified: bool,
+    /// The phone has been proven, as it is now.
+    pub phone_verified: bool,
 }
 
 /// One security event for the audit trail. A store method that makes a change takes the
@@ -149,7 +153,10 @@ pub struct AuditEvent<'a> {
     pub user_id: Option<UserId>,
     /// registered, login_succeeded, login_failed, logged_out, code_requested,
     /// code_validated, code_failed, password_reset, sessions_revoked,
-    /// unproven_phone_removed, account_disabled, account_enabled, password_set.
+    /// unproven_phone_removed, account_disabled, account_enabled, password_set,
+    /// verification_requested, email_verified, phone_verified, password_changed,
+    /// email_change_requested, email_changed, phone_change_requested, phone_changed,
+    /// phone_removed, session_revoked, account_deleted.
     pub event: &'a str,
     pub ip: Option<&'a str>,
     pub user_agent: Option<&'a str>,
@@ -208,14 +215,60 @@ pub struct NewUser<'a> {
 pub struct NewSession<'a> {
     pub user_id: UserId,
     pub token_hash: &'a str,
+    /// The handle `GET /sessions` shows: never the token or its hash.
+    pub public_id: &'a str,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
     pub now: i64,
     pub expires_at: i64,
+}
+
+/// One of a user's live sessions, as `GET /sessions` lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionInfo {
+    pub public_id: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session the listing was asked with.
+    pub current: bool,
 }
 
 /// A message for the outbox, its payload already encrypted.
 pub struct NewOutbox<'a> {
     pub channel: &'a str,
     pub payload: &'a str,
+    /// Whose message it is: deleting the account deletes it while still undelivered.
+    pub user_id: Option<UserId>,
+    pub now: i64,
+}
+
+/// A change to an account that a code (or, for some, a password) authorises:
+/// `Store::apply_change`.
+#[derive(Debug, Clone, Copy)]
+pub enum AccountChange<'a> {
+    /// Records the proof of the address the user has now on `channel` (`email`, `sms`).
+    /// A verification code cannot outlive the address it was sent to: changing an
+    /// address kills that address's codes.
+    Prove { channel: &'a str },
+    /// A new email, proven by the code sent to it.
+    Email { email: &'a str, key: &'a str },
+    /// A new phone, proven by the code sent to it; `None` removes the phone.
+    Phone { phone: Option<&'a str> },
+}
+
+/// A password change by its user: `Store::change_password`.
+pub struct PasswordChange<'a> {
+    pub user_id: UserId,
+    /// The hash the password was checked against: a reset that happened meanwhile wins.
+    pub old_hash: &'a str,
+    pub new_hash: &'a str,
+    /// The session that asked, and the token hash it goes on under.
+    pub old_token_hash: &'a str,
+    pub new_token_hash: &'a str,
+    pub sign_out_others: bool,
     pub now: i64,
 }
 
@@ -235,6 +288,8 @@ pub struct LiveCode {
     pub code_hash: String,
     /// Tries taken so far: a code already out of tries is refused without a write.
     pub attempts: i32,
+    /// The new email or phone a change code was sent to (`NewCode::address`).
+    pub address: Option<String>,
 }
 
 /// A user with the columns of their newest live code, all NULL when there is none: the
@@ -247,6 +302,7 @@ pub(crate) struct UserCodeRow {
     pub(crate) code_id: Option<i64>,
     pub(crate) code_hash: Option<String>,
     pub(crate) code_attempts: Option<i32>,
+    pub(crate) code_address: Option<String>,
 }
 
 impl UserCodeRow {
@@ -256,6 +312,7 @@ impl UserCodeRow {
                 id,
                 code_hash,
                 attempts,
+                address: self.code_address,
             }),
             _ => None,
         };
@@ -279,6 +336,12 @@ pub(crate) fn column_slot(identifier: &Identifier) -> usize {
 pub struct NewCode<'a> {
     pub user_id: UserId,
     pub code_hash: &'a str,
+    /// What the code is for (`reset`, `verify_email`, `verify_phone`, `change_email`,
+    /// `change_phone`): a code is only ever looked up for its own purpose, and a new code
+    /// kills the user's older ones of the same purpose.
+    pub purpose: &'a str,
+    /// The new email or phone of a change, which the code proves when used.
+    pub address: Option<&'a str>,
     /// The channel the code goes out on (`email` or `sms`): a reset through it proves
     /// that address.
     pub channel: &'a str,
@@ -349,8 +412,8 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a session, recording `events` if it existed, in one transaction.
     async fn delete_session(&self, token_hash: &str, events: &[AuditEvent<'_>]) -> StoreResult<()>;
 
-    /// In one transaction: kills the user's older unused codes, stores the new code's
-    /// hash, queues the message that carries it and records `events`.
+    /// In one transaction: kills the user's older unused codes of the same purpose, stores
+    /// the new code's hash, queues the message that carries it and records `events`.
     async fn issue_code(
         &self,
         code: &NewCode<'_>,
@@ -358,14 +421,21 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent<'_>],
     ) -> StoreResult<()>;
 
-    async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>>;
+    /// The user's newest unused code for `purpose`, unexpired at `now`.
+    async fn live_code(
+        &self,
+        user_id: UserId,
+        purpose: &str,
+        now: i64,
+    ) -> StoreResult<Option<LiveCode>>;
 
     /// `find_user` and `live_code` in one statement, so one round trip: the user (disabled
-    /// or not) with their newest unused code unexpired at `now`, if any. What
+    /// or not) with their newest unused code for `purpose` unexpired at `now`, if any. What
     /// /validate-otp reads before deciding whether a guess may cost a write.
     async fn find_user_with_live_code(
         &self,
         identifier: &Identifier,
+        purpose: &str,
         now: i64,
     ) -> StoreResult<Option<(User, Option<LiveCode>)>>;
 
@@ -456,10 +526,73 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent<'_>],
     ) -> StoreResult<bool>;
 
-    /// Deletes all of a user's sessions and records `events`, in one transaction; returns
-    /// how many sessions went.
-    async fn revoke_sessions(&self, user_id: UserId, events: &[AuditEvent<'_>])
-        -> StoreResult<u64>;
+    /// Deletes all of a user's sessions but the one stored under `keep`, and records
+    /// `events`, in one transaction; returns how many sessions went.
+    async fn revoke_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<&str>,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<u64>;
+
+    /// The user's live sessions (as `session_user` judges them), newest first, the one
+    /// stored under `current_hash` marked.
+    async fn list_sessions(
+        &self,
+        user_id: UserId,
+        current_hash: &str,
+        now: i64,
+        idle_cutoff: i64,
+    ) -> StoreResult<Vec<SessionInfo>>;
+
+    /// Ends the user's session with this public id and records `events`, in one
+    /// transaction; false (and nothing written) when the user has no such session.
+    async fn revoke_session(
+        &self,
+        user_id: UserId,
+        public_id: &str,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool>;
+
+    /// A user's own password change, in one transaction: sets the new hash only if the
+    /// stored one is still `old_hash`, kills every unused code and reset token, moves the
+    /// asking session to its new token, ends the other sessions when asked, queues the
+    /// notices and records `events`. False (and nothing written) when the hash changed
+    /// meanwhile or the asking session is gone.
+    async fn change_password(
+        &self,
+        change: &PasswordChange<'_>,
+        notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool>;
+
+    /// Applies `change` to the user, in one transaction with the use of the code that
+    /// authorises it (`code_id`, if any: it must still be live), the notices and
+    /// `events`. A new email or phone is recorded as proven, and kills the user's unused
+    /// reset codes and tokens (sent to the old one). False (and nothing written) when the
+    /// user or the code is gone, or a proof is for an address the user no longer has;
+    /// `Conflict` when another account holds the new email or phone.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_change(
+        &self,
+        user_id: UserId,
+        code_id: Option<i64>,
+        change: &AccountChange<'_>,
+        now: i64,
+        notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool>;
+
+    /// Deletes the user with their sessions, codes, tokens, proofs and undelivered
+    /// messages, strips the client's address and agent from their audit events (which
+    /// keep the user id), queues `notices` and records `events`, in one transaction. False
+    /// when there is no such user.
+    async fn delete_user(
+        &self,
+        user_id: UserId,
+        notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool>;
 
     /// An administrator's password change: in one transaction sets the hash, revokes all
     /// sessions, kills outstanding codes and reset tokens and records `events`. False (and

@@ -45,7 +45,8 @@ impl Dialect for MySql {
     /// phone and password_hash are binary-collated (see the module doc).
     const USER_COLUMNS: &'static str = "u.id, u.username, u.email, \
         CONVERT(u.phone USING utf8mb4) AS phone, \
-        CONVERT(u.password_hash USING utf8mb4) AS password_hash, u.created_at, u.disabled_at";
+        CONVERT(u.password_hash USING utf8mb4) AS password_hash, u.created_at, u.disabled_at, \
+        {verified}";
     const CODE_HASH: &'static str = "CONVERT(c.code_hash USING utf8mb4) AS code_hash";
     /// These have the table's default collation, but a server whose default utf8mb4
     /// collation is binary would make sqlx take them for VARBINARY (see the module doc);

@@ -25,9 +25,9 @@ use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder
 use super::hot::HotConnections;
 use super::sqlite_inline::{self, InlineReaders};
 use super::{
-    AuditEvent, AuditRecord, ImportUser, LiveCode, LiveResetToken, NewCode, NewOutbox,
-    NewResetToken, NewSession, NewUser, OutboxItem, SessionRow, Store, StoreResult, StoreStats,
-    User, UserCodeRow, UserId,
+    AccountChange, AuditEvent, AuditRecord, ImportUser, LiveCode, LiveResetToken, NewCode,
+    NewOutbox, NewResetToken, NewSession, NewUser, OutboxItem, PasswordChange, SessionInfo,
+    SessionRow, Store, StoreResult, StoreStats, User, UserCodeRow, UserId,
 };
 use crate::domain::Identifier;
 
@@ -39,8 +39,8 @@ pub trait Dialect: Database + Sized {
     /// Placeholders are numbered (`$1`, `$2`, …) rather than `?`.
     const NUMBERED: bool = false;
     /// `{user}`: the `User` columns of `users u`.
-    const USER_COLUMNS: &'static str =
-        "u.id, u.username, u.email, u.phone, u.password_hash, u.created_at, u.disabled_at";
+    const USER_COLUMNS: &'static str = "u.id, u.username, u.email, u.phone, u.password_hash, \
+        u.created_at, u.disabled_at, {verified}";
     /// `{code_hash}`: the hash column of `otp_codes c`.
     const CODE_HASH: &'static str = "c.code_hash";
     /// `{audit}`: the text columns of `audit_events a`.
@@ -64,10 +64,10 @@ pub trait Dialect: Database + Sized {
     /// newest code, and the join reads the row it picks (neither SQLite nor MariaDB has a
     /// LATERAL join).
     const USER_WITH_LIVE_CODE: &'static str = "SELECT {user}, c.id AS code_id, {code_hash},
-            c.attempts AS code_attempts
+            c.attempts AS code_attempts, c.address AS code_address
         FROM users u LEFT JOIN otp_codes c ON c.id = (
             SELECT id FROM otp_codes
-            WHERE user_id = u.id AND used_at IS NULL AND expires_at > ?
+            WHERE user_id = u.id AND used_at IS NULL AND expires_at > ? AND purpose = ?
             ORDER BY id DESC LIMIT 1)
         WHERE u.{column} = ?";
     /// How a write transaction begins, when not with a plain `BEGIN`.
@@ -105,6 +105,13 @@ pub trait Dialect: Database + Sized {
         secret: &'a str,
     ) -> BoxFuture<'a, StoreResult<bool>>;
 }
+
+/// `{verified}`: whether the user's email and phone, as they are now, have been proven
+/// (`proven_channels`, bound to the address proven): two primary-key probes.
+const VERIFIED: &str = "EXISTS (SELECT 1 FROM proven_channels p WHERE p.user_id = u.id
+        AND p.channel = 'email' AND p.address = u.email_norm) AS email_verified,
+    EXISTS (SELECT 1 FROM proven_channels p WHERE p.user_id = u.id
+        AND p.channel = 'sms' AND p.address = u.phone) AS phone_verified";
 
 /// A statement written once, and its expansion for each dialect, made on first use.
 pub struct Sql {
@@ -177,6 +184,7 @@ pub fn expand<DB: Dialect>(template: &str) -> String {
     for (marker, piece) in [
         ("{user_with_live_code}", DB::USER_WITH_LIVE_CODE),
         ("{user}", DB::USER_COLUMNS),
+        ("{verified}", VERIFIED),
         ("{code_hash}", DB::CODE_HASH),
         ("{audit}", DB::AUDIT_TEXT),
         ("{lock}", DB::LOCK_ROW),
@@ -252,6 +260,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
     for<'r> &'r str: sqlx::ColumnIndex<DB::Row>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
@@ -300,17 +309,64 @@ where
     ) -> Result<(), sqlx::Error> {
         exec!(&mut *tx, "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?";
             hash, now, user_id);
-        exec!(&mut *tx, "UPDATE reset_tokens SET used_at = ?
-            WHERE user_id = ? AND used_at IS NULL"; now, user_id);
-        exec!(&mut *tx, "UPDATE otp_codes SET used_at = ? WHERE user_id = ? AND used_at IS NULL";
-            now, user_id);
+        Self::kill_codes(tx, user_id, now, None).await?;
         exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ?"; user_id);
         Ok(())
     }
 
+    /// Kills the user's unused reset tokens and unused codes: all of them, or those for
+    /// `purposes` only. Part of a caller's transaction.
+    async fn kill_codes(
+        tx: &mut DB::Connection,
+        user_id: UserId,
+        now: i64,
+        purposes: Option<[&str; 2]>,
+    ) -> Result<(), sqlx::Error> {
+        exec!(&mut *tx, "UPDATE reset_tokens SET used_at = ?
+            WHERE user_id = ? AND used_at IS NULL"; now, user_id);
+        match purposes {
+            None => exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
+                WHERE user_id = ? AND used_at IS NULL"; now, user_id),
+            Some([a, b]) => exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
+                WHERE user_id = ? AND used_at IS NULL AND purpose IN (?, ?)"; now, user_id, a, b),
+        };
+        Ok(())
+    }
+
+    /// Records that the user proved `channel` (`email` or `sms`) for the address they
+    /// have on it now, replacing an earlier proof; false when they have none (no phone).
+    /// Part of a caller's transaction.
+    async fn prove(
+        tx: &mut DB::Connection,
+        user_id: UserId,
+        channel: &str,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        exec!(&mut *tx, "DELETE FROM proven_channels WHERE user_id = ? AND channel = ?";
+            user_id, channel);
+        let n = exec!(&mut *tx, "INSERT INTO proven_channels (user_id, channel, address, proven_at)
+            SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users
+            WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)";
+            channel, channel, now, user_id, channel);
+        Ok(n == 1)
+    }
+
+    /// Queues `notices` and records `events`, inside the caller's transaction, and commits.
+    async fn finish(
+        mut tx: sqlx::Transaction<'static, DB>,
+        notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
+    ) -> Result<(), sqlx::Error> {
+        for message in notices {
+            Self::enqueue(&mut tx, message).await?;
+        }
+        Self::record(&mut tx, events, None).await?;
+        tx.commit().await
+    }
+
     async fn enqueue(tx: &mut DB::Connection, m: &NewOutbox<'_>) -> Result<(), sqlx::Error> {
-        exec!(tx, "INSERT INTO outbox (channel, payload, next_attempt_at, created_at)
-                   VALUES (?, ?, ?, ?)"; m.channel, m.payload, m.now, m.now);
+        exec!(tx, "INSERT INTO outbox (channel, payload, user_id, next_attempt_at, created_at)
+                   VALUES (?, ?, ?, ?, ?)"; m.channel, m.payload, m.user_id, m.now, m.now);
         Ok(())
     }
 
@@ -350,13 +406,7 @@ where
         channel: &str,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        exec!(&mut *tx, "DELETE FROM proven_channels WHERE user_id = ? AND channel = ?";
-            user_id, channel);
-        // The address proven is the one the user has now (no phone proof without a phone).
-        exec!(&mut *tx, "INSERT INTO proven_channels (user_id, channel, address, proven_at)
-            SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users
-            WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)";
-            channel, channel, now, user_id, channel);
+        Self::prove(tx, user_id, channel, now).await?;
         if channel == "email" {
             // Whoever proved the email takes sole control: a phone number nobody proved
             // (an attacker's, registered beside the victim's email) is no longer a way in.
@@ -381,6 +431,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
     for<'r> &'r str: sqlx::ColumnIndex<DB::Row>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
@@ -456,9 +507,10 @@ where
     async fn create_session(&self, s: &NewSession<'_>, e: &AuditEvent<'_>) -> StoreResult<()> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
-            exec!(&mut *tx, "INSERT INTO sessions (token_hash, user_id, created_at,
-                    last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?)";
-                s.token_hash, s.user_id, s.now, s.now, s.expires_at);
+            exec!(&mut *tx, "INSERT INTO sessions (token_hash, public_id, user_id, ip, user_agent,
+                    created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+                s.token_hash, s.public_id, s.user_id, s.ip, s.user_agent, s.now, s.now,
+                s.expires_at);
             Self::insert_audit(&mut *tx, e, None).await?;
             tx.commit().await
         })
@@ -529,11 +581,12 @@ where
             // before they started, leaving both new codes live: the user's lock queues them.
             Self::lock_user(&mut tx, code.user_id).await?;
             exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
-                WHERE user_id = ? AND used_at IS NULL";
-                code.now, code.user_id);
+                WHERE user_id = ? AND used_at IS NULL AND purpose = ?";
+                code.now, code.user_id, code.purpose);
             exec!(&mut *tx, "INSERT INTO otp_codes (user_id, code_hash, created_at, expires_at,
-                    channel, device) VALUES (?, ?, ?, ?, ?, ?)";
-                code.user_id, code.code_hash, code.now, code.expires_at, code.channel, code.device);
+                    channel, device, purpose, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+                code.user_id, code.code_hash, code.now, code.expires_at, code.channel, code.device,
+                code.purpose, code.address);
             Self::enqueue(&mut tx, message).await?;
             Self::record(&mut tx, events, None).await?;
             tx.commit().await
@@ -541,11 +594,16 @@ where
         .await
     }
 
-    async fn live_code(&self, user_id: UserId, now: i64) -> StoreResult<Option<LiveCode>> {
+    async fn live_code(
+        &self,
+        user_id: UserId,
+        purpose: &str,
+        now: i64,
+    ) -> StoreResult<Option<LiveCode>> {
         Ok(
-            bound!(query_as, "SELECT c.id, {code_hash}, c.attempts FROM otp_codes c
-             WHERE c.user_id = ? AND c.used_at IS NULL AND c.expires_at > ?
-             ORDER BY c.id DESC LIMIT 1"; user_id, now)
+            bound!(query_as, "SELECT c.id, {code_hash}, c.attempts, c.address FROM otp_codes c
+             WHERE c.user_id = ? AND c.used_at IS NULL AND c.expires_at > ? AND c.purpose = ?
+             ORDER BY c.id DESC LIMIT 1"; user_id, now, purpose)
             .fetch_optional(self.read())
             .await?,
         )
@@ -554,16 +612,18 @@ where
     async fn find_user_with_live_code(
         &self,
         identifier: &Identifier,
+        purpose: &str,
         now: i64,
     ) -> StoreResult<Option<(User, Option<LiveCode>)>> {
         let sql = sql_by!("{user_with_live_code}", identifier);
         let row = match &self.point {
             PointReads::Inline(inline) => {
-                inline.row(sql, (now, identifier.key()), sqlite_inline::user_code)?
+                let params = (now, purpose, identifier.key());
+                inline.row(sql, params, sqlite_inline::user_code)?
             }
             PointReads::Kept(kept) => {
                 let query = sqlx::query_as::<_, UserCodeRow>(sql);
-                kept.fetch_optional(query.bind(now).bind(identifier.key()))
+                kept.fetch_optional(query.bind(now).bind(purpose).bind(identifier.key()))
                     .await?
             }
         };
@@ -803,14 +863,180 @@ where
     async fn revoke_sessions(
         &self,
         user_id: UserId,
+        keep: Option<&str>,
         events: &[AuditEvent<'_>],
     ) -> StoreResult<u64> {
         retry::<DB, _, _, _>(|| async move {
-            let mut tx = self.begin().await?;
-            let n = exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ?"; user_id);
-            Self::record(&mut tx, events, None).await?;
-            tx.commit().await?;
+            let tx = self.begin().await?;
+            let mut tx = tx;
+            // No token hash is empty: without `keep` every session goes.
+            let n = exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ? AND token_hash <> ?";
+                user_id, keep.unwrap_or(""));
+            Self::finish(tx, &[], events).await?;
             Ok(n)
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: UserId,
+        current_hash: &str,
+        now: i64,
+        idle_cutoff: i64,
+    ) -> StoreResult<Vec<SessionInfo>> {
+        // From the writer: a session opened or revoked a moment ago is listed as it is.
+        Ok(
+            bound!(query_as, "SELECT s.public_id, s.created_at, s.last_seen_at, s.expires_at,
+                s.ip, s.user_agent, s.token_hash = ? AS current
+            FROM sessions s
+            WHERE s.user_id = ? AND s.expires_at > ? AND s.last_seen_at > ?
+            ORDER BY s.created_at DESC, s.id DESC";
+            current_hash, user_id, now, idle_cutoff)
+            .fetch_all(&self.write)
+            .await?,
+        )
+    }
+
+    async fn revoke_session(
+        &self,
+        user_id: UserId,
+        public_id: &str,
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            let n = exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ? AND public_id = ?";
+                user_id, public_id);
+            if n != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Self::finish(tx, &[], events).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        c: &PasswordChange<'_>,
+        notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            Self::lock_user(&mut tx, c.user_id).await?;
+            // Conditional on the hash the password was checked against, and on the asking
+            // session still being there: a reset or a revocation meanwhile wins.
+            let set = exec!(&mut *tx, "UPDATE users SET password_hash = ?, updated_at = ?
+                WHERE id = ? AND password_hash = ?"; c.new_hash, c.now, c.user_id, c.old_hash);
+            let moved = exec!(&mut *tx, "UPDATE sessions SET token_hash = ?
+                WHERE token_hash = ? AND user_id = ?";
+                c.new_token_hash, c.old_token_hash, c.user_id);
+            if set != 1 || moved != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Self::kill_codes(&mut tx, c.user_id, c.now, None).await?;
+            if c.sign_out_others {
+                exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ? AND token_hash <> ?";
+                    c.user_id, c.new_token_hash);
+            }
+            Self::finish(tx, notices, events).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn apply_change(
+        &self,
+        user_id: UserId,
+        code_id: Option<i64>,
+        change: &AccountChange<'_>,
+        now: i64,
+        notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            let mut done = Self::lock_user(&mut tx, user_id).await?;
+            if let (true, Some(code_id)) = (done, code_id) {
+                // The code's use is the gate: of two uses of one code, one matches nothing.
+                done = exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
+                    WHERE id = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?";
+                    now, code_id, user_id, now)
+                    == 1;
+            }
+            if done {
+                done = match *change {
+                    AccountChange::Prove { channel } => {
+                        Self::prove(&mut tx, user_id, channel, now).await?
+                    }
+                    AccountChange::Email { email, key } => {
+                        exec!(&mut *tx, "UPDATE users SET email = ?, email_norm = ?, updated_at = ?
+                            WHERE id = ?"; email, key, now, user_id);
+                        Self::kill_codes(&mut tx, user_id, now, Some(["reset", "verify_email"]))
+                            .await?;
+                        Self::prove(&mut tx, user_id, "email", now).await?
+                    }
+                    AccountChange::Phone { phone } => {
+                        exec!(&mut *tx, "UPDATE users SET phone = ?, updated_at = ? WHERE id = ?";
+                            phone, now, user_id);
+                        Self::kill_codes(&mut tx, user_id, now, Some(["reset", "verify_phone"]))
+                            .await?;
+                        match phone {
+                            Some(_) => Self::prove(&mut tx, user_id, "sms", now).await?,
+                            None => {
+                                exec!(&mut *tx, "DELETE FROM proven_channels
+                                    WHERE user_id = ? AND channel = 'sms'"; user_id);
+                                true
+                            }
+                        }
+                    }
+                };
+            }
+            if !done {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Self::finish(tx, notices, events).await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_user(
+        &self,
+        user_id: UserId,
+        notices: &[NewOutbox<'_>],
+        events: &[AuditEvent<'_>],
+    ) -> StoreResult<bool> {
+        retry::<DB, _, _, _>(|| async move {
+            let mut tx = self.begin().await?;
+            if !Self::lock_user(&mut tx, user_id).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            // The trail keeps the user id (what happened to account 42) but not where from.
+            exec!(&mut *tx, "UPDATE audit_events SET ip = NULL, user_agent = NULL
+                WHERE user_id = ?"; user_id);
+            exec!(&mut *tx, "DELETE FROM outbox WHERE user_id = ? AND status = 'pending'";
+                user_id);
+            for statement in [
+                sql!("DELETE FROM sessions WHERE user_id = ?"),
+                sql!("DELETE FROM otp_codes WHERE user_id = ?"),
+                sql!("DELETE FROM reset_tokens WHERE user_id = ?"),
+                sql!("DELETE FROM proven_channels WHERE user_id = ?"),
+                sql!("DELETE FROM users WHERE id = ?"),
+            ] {
+                sqlx::query(statement)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Self::finish(tx, notices, events).await?;
+            Ok(true)
         })
         .await
     }

@@ -88,6 +88,8 @@ pub fn user(row: &Row<'_>) -> rusqlite::Result<User> {
         password_hash: row.get(4)?,
         created_at: row.get(5)?,
         disabled_at: row.get(6)?,
+        email_verified: row.get(7)?,
+        phone_verified: row.get(8)?,
     })
 }
 
@@ -107,6 +109,7 @@ pub fn user_code(row: &Row<'_>) -> rusqlite::Result<UserCodeRow> {
         code_id: row.get("code_id")?,
         code_hash: row.get("code_hash")?,
         code_attempts: row.get("code_attempts")?,
+        code_address: row.get("code_address")?,
     })
 }
 

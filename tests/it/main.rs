@@ -3,8 +3,8 @@
 //! `scripts/test` pick suites by that prefix (which backends each runs on is decided there).
 //!
 //! - `in_process`: `app()` driven with `oneshot`, no socket and no server process.
-//! - `api`, `attacks`, `hostile`, `import_seed`, `operations`, `outages`, `resilience`,
-//!   `scale_out`, `openapi`: black-box, the real binary on port 0 (see `common`).
+//! - `api`, `accounts`, `attacks`, `hostile`, `import_seed`, `operations`, `outages`,
+//!   `resilience`, `scale_out`, `openapi`: black-box, the real binary on port 0 (see `common`).
 //! - `store_contract`: the `Store` trait held to one contract on every database.
 //! - `parsers_prop`: property tests of the domain parsers.
 //! - `harness_selftest`: the parts of `common` that are ours (the SMTP sink, the waits).
@@ -17,6 +17,7 @@
 
 mod common;
 
+mod accounts;
 mod api;
 mod attacks;
 mod harness_selftest;

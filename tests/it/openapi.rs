@@ -21,6 +21,29 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    ("POST", "/send-verification"),
+    ("POST", "/verify"),
+    ("POST", "/change-password"),
+    ("POST", "/change-email"),
+    ("POST", "/confirm-email-change"),
+    ("POST", "/change-phone"),
+    ("POST", "/confirm-phone-change"),
+    ("DELETE", "/me"),
+    ("GET", "/sessions"),
+    ("DELETE", "/sessions"),
+    ("DELETE", "/sessions/{id}"),
+];
+
+/// The self-service routes that read a JSON body (POST; `DELETE /me` reads one too, but
+/// shares its path with `GET /me`).
+const SELF_SERVICE_WITH_BODY: &[&str] = &[
+    "/send-verification",
+    "/verify",
+    "/change-password",
+    "/change-email",
+    "/confirm-email-change",
+    "/change-phone",
+    "/confirm-phone-change",
 ];
 
 /// Routes that read a JSON body.
@@ -34,6 +57,15 @@ const WITH_BODY: &[&str] = &[
 
 /// Routes that call a rate limit.
 const RATE_LIMITED: &[&str] = &[
+    "/send-verification",
+    "/verify",
+    "/change-password",
+    "/change-email",
+    "/confirm-email-change",
+    "/change-phone",
+    "/confirm-phone-change",
+    "/sessions",
+    "/sessions/{id}",
     "/register",
     "/login",
     "/forgot-password",
@@ -42,7 +74,13 @@ const RATE_LIMITED: &[&str] = &[
 ];
 
 /// Success responses that set or clear a cookie.
-const SETS_COOKIE: &[&str] = &["/login", "/logout", "/validate-otp", "/reset-password"];
+const SETS_COOKIE: &[&str] = &[
+    "/login",
+    "/logout",
+    "/validate-otp",
+    "/reset-password",
+    "/change-password",
+];
 
 const METHODS: &[&str] = &[
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -200,7 +238,7 @@ async fn every_response_error_header_and_security_scheme_is_documented() {
             }
         }
 
-        if WITH_BODY.contains(path) {
+        if WITH_BODY.contains(path) || SELF_SERVICE_WITH_BODY.contains(path) {
             let body = resolve(&doc, &op["requestBody"]);
             assert_eq!(body["required"], true, "{path}: request body required");
             let schema = resolve(&doc, &body["content"]["application/json"]["schema"]);

@@ -414,6 +414,15 @@ contract_tests![
     a_proof_counts_only_for_the_address_it_was_made_for,
     users_are_paged_in_id_order_after_a_given_id_without_skips_or_repeats,
     an_email_key_is_rewritten_only_from_the_old_key_and_never_onto_a_taken_one,
+    codes_of_each_purpose_live_side_by_side_and_are_found_only_for_it,
+    a_verification_code_proves_the_address_the_user_has_once,
+    an_email_change_moves_and_proves_the_address_and_kills_old_recovery,
+    an_email_change_onto_a_taken_address_is_a_conflict_and_writes_nothing,
+    removing_the_phone_drops_its_proof_and_frees_the_number,
+    a_password_change_moves_the_callers_session_and_ends_the_others_when_asked,
+    a_password_change_against_a_stale_hash_or_a_gone_session_writes_nothing,
+    sessions_are_listed_newest_first_and_revoked_one_by_one_only_by_their_owner,
+    deleting_a_user_removes_all_of_theirs_keeps_an_anonymous_trail_and_frees_the_names,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -427,8 +436,8 @@ mod contract {
 
     use gatehouse::domain::{Email, Identifier, Phone, Username};
     use gatehouse::store::{
-        AuditEvent, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken, NewSession, NewUser,
-        OutboxItem, Store, StoreError, User, UserId,
+        AccountChange, AuditEvent, ImportUser, LiveCode, NewCode, NewOutbox, NewResetToken,
+        NewSession, NewUser, OutboxItem, PasswordChange, Store, StoreError, User, UserId,
     };
     use tokio::sync::Barrier;
     use tokio::task::JoinSet;
@@ -519,6 +528,9 @@ mod contract {
                 &NewSession {
                     user_id,
                     token_hash: token,
+                    public_id: &format!("pub-{}", token),
+                    ip: None,
+                    user_agent: None,
                     now,
                     expires_at,
                 },
@@ -562,6 +574,8 @@ mod contract {
                 &NewCode {
                     user_id,
                     code_hash: code,
+                    purpose: "reset",
+                    address: None,
                     channel: "email",
                     device: None,
                     now,
@@ -570,13 +584,18 @@ mod contract {
                 &NewOutbox {
                     channel: "email",
                     payload: &payload,
+                    user_id: None,
                     now,
                 },
                 &[],
             )
             .await
             .unwrap();
-        let live = store.live_code(user_id, now).await.unwrap().unwrap();
+        let live = store
+            .live_code(user_id, "reset", now)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(live.code_hash, code);
         live.id
     }
@@ -614,7 +633,7 @@ mod contract {
     /// What `find_user_with_live_code` finds for `by` at `now`; panics when nobody.
     async fn with_code(store: &Arc<dyn Store>, by: &str, now: i64) -> (User, Option<LiveCode>) {
         store
-            .find_user_with_live_code(&id(by), now)
+            .find_user_with_live_code(&id(by), "reset", now)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{by:?} finds nobody"))
@@ -721,7 +740,9 @@ mod contract {
         ] {
             assert!(store.find_user(&id(by)).await.unwrap().is_none(), "{by:?}");
             // Nor with a code: carol's live one belongs to nobody else.
-            let found = store.find_user_with_live_code(&id(by), T0 + 1).await;
+            let found = store
+                .find_user_with_live_code(&id(by), "reset", T0 + 1)
+                .await;
             assert!(found.unwrap().is_none(), "{by:?}");
         }
     }
@@ -953,6 +974,9 @@ mod contract {
                 &NewSession {
                     user_id: alice,
                     token_hash: "tok-a",
+                    public_id: &format!("pub-{}", "tok-a"),
+                    ip: None,
+                    user_agent: None,
                     now: T0 + 1,
                     expires_at: T0 + 1000,
                 },
@@ -1013,11 +1037,14 @@ mod contract {
         let message = NewOutbox {
             channel: "email",
             payload: "p",
+            user_id: None,
             now: T0 + 2,
         };
         let code = NewCode {
             user_id: alice,
             code_hash: "h",
+            purpose: "reset",
+            address: None,
             channel: "email",
             device: None,
             now: T0 + 2,
@@ -1025,7 +1052,12 @@ mod contract {
         };
         let requested = [event("code_requested", Some(alice), T0 + 2)];
         store.issue_code(&code, &message, &requested).await.unwrap();
-        let code_id = store.live_code(alice, T0 + 3).await.unwrap().unwrap().id;
+        let code_id = store
+            .live_code(alice, "reset", T0 + 3)
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
         let token = NewResetToken {
             user_id: alice,
             token_hash: "tok",
@@ -1090,7 +1122,10 @@ mod contract {
         let on = [event("account_enabled", Some(alice), T0 + 9)];
         assert!(store.set_disabled(alice, None, &on).await.unwrap());
         let revoked = [event("sessions_revoked", Some(alice), T0 + 10)];
-        assert_eq!(store.revoke_sessions(alice, &revoked).await.unwrap(), 0);
+        assert_eq!(
+            store.revoke_sessions(alice, None, &revoked).await.unwrap(),
+            0
+        );
         let set = [event("password_set", Some(alice), T0 + 11)];
         assert!(store
             .set_password_hash(alice, "h2", T0 + 11, &set)
@@ -1179,14 +1214,23 @@ mod contract {
         let bobs = issue(&store, bob, "code-bob", T0, T0 + 600).await;
         let second = issue(&store, alice, "code-2", T0 + 1, T0 + 601).await;
         assert_ne!(first, second);
-        let live = store.live_code(alice, T0 + 2).await.unwrap().unwrap();
+        let live = store
+            .live_code(alice, "reset", T0 + 2)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((live.id, live.code_hash.as_str()), (second, "code-2"));
         // The older code is dead for every purpose, not just hidden by live_code.
         assert!(!store.claim_attempt(first, T0 + 2, 5).await.unwrap());
         assert!(!redeem(&store, alice, first, "tok", T0 + 2, T0 + 600).await);
         // Another user's code is untouched.
         assert_eq!(
-            store.live_code(bob, T0 + 2).await.unwrap().unwrap().id,
+            store
+                .live_code(bob, "reset", T0 + 2)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
             bobs
         );
         // Each issue queued its message, on the channel given.
@@ -1211,6 +1255,8 @@ mod contract {
                 let (code, payload) = (format!("code-{i}"), format!("msg:code-{i}"));
                 let code = NewCode {
                     user_id: alice,
+                    purpose: "reset",
+                    address: None,
                     channel: "email",
                     device: None,
                     code_hash: &code,
@@ -1220,6 +1266,7 @@ mod contract {
                 let message = NewOutbox {
                     channel: "email",
                     payload: &payload,
+                    user_id: None,
                     now: T0,
                 };
                 store.issue_code(&code, &message, &[]).await
@@ -1243,13 +1290,22 @@ mod contract {
 
     pub async fn a_code_is_live_only_until_it_expires(store: Arc<dyn Store>, _: Raw) {
         let alice = user(&store, "alice").await;
-        assert!(store.live_code(alice, T0).await.unwrap().is_none());
+        assert!(store.live_code(alice, "reset", T0).await.unwrap().is_none());
         let code = issue(&store, alice, "code", T0, T0 + 600).await;
         assert_eq!(
-            store.live_code(alice, T0 + 599).await.unwrap().unwrap().id,
+            store
+                .live_code(alice, "reset", T0 + 599)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
             code
         );
-        assert!(store.live_code(alice, T0 + 600).await.unwrap().is_none());
+        assert!(store
+            .live_code(alice, "reset", T0 + 600)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     pub async fn a_user_is_found_with_their_live_code_by_username_email_or_phone(
@@ -1338,7 +1394,7 @@ mod contract {
                     _ if i % 4 != 3 => format!("+1 415 555 {i:04}"),
                     _ => format!("user{i}"),
                 };
-                let found = store.find_user_with_live_code(&id(&by), now).await;
+                let found = store.find_user_with_live_code(&id(&by), "reset", now).await;
                 (k, i, now, by, found.unwrap(), ids[i])
             }
         })
@@ -1380,7 +1436,7 @@ mod contract {
                 let got = live.map(|c| (c.id, c.code_hash, c.attempts));
                 let want = want.map(|(id, hash, tries)| (id, hash.to_string(), tries));
                 assert_eq!(got, want, "at T0 + {}", at - T0);
-                let plain = store.live_code(alice, at).await.unwrap();
+                let plain = store.live_code(alice, "reset", at).await.unwrap();
                 assert_eq!(plain.map(|c| c.id), got.map(|c| c.0), "live_code differs");
             }
         };
@@ -1458,7 +1514,11 @@ mod contract {
                 "{token}"
             );
         }
-        assert!(store.live_code(alice, T0 + 2).await.unwrap().is_none());
+        assert!(store
+            .live_code(alice, "reset", T0 + 2)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     pub async fn an_expired_or_killed_code_cannot_be_redeemed(store: Arc<dyn Store>, _: Raw) {
@@ -1540,6 +1600,7 @@ mod contract {
         let notice = NewOutbox {
             channel: "sms",
             payload: "notice:alice",
+            user_id: None,
             now: T0 + 5,
         };
         assert!(store
@@ -1559,7 +1620,11 @@ mod contract {
         assert_eq!(found.password_hash, "new-hash");
         assert!(!live(&store, "sess-1", T0 + 6).await);
         assert!(!live(&store, "sess-2", T0 + 6).await);
-        assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
+        assert!(store
+            .live_code(alice, "reset", T0 + 6)
+            .await
+            .unwrap()
+            .is_none());
         assert!(store
             .live_reset_token(alice, "tok-1", T0 + 6)
             .await
@@ -1596,7 +1661,7 @@ mod contract {
         assert!(live(&store, "sess-bob", T0 + 6).await);
         assert_eq!(
             store
-                .live_code(bob, T0 + 6)
+                .live_code(bob, "reset", T0 + 6)
                 .await
                 .unwrap()
                 .unwrap()
@@ -1641,6 +1706,7 @@ mod contract {
         let notice = NewOutbox {
             channel: "email",
             payload: "notice",
+            user_id: None,
             now: T0 + 3,
         };
         for (who, token, now, why) in [
@@ -1678,7 +1744,7 @@ mod contract {
                 live(&store, &format!("sess-{who}"), T0 + 4).await,
                 "{name}'s session"
             );
-            let code = store.live_code(who, T0 + 4).await.unwrap();
+            let code = store.live_code(who, "reset", T0 + 4).await.unwrap();
             assert_eq!(code.unwrap().code_hash, format!("code-{who}"));
         }
         assert!(store
@@ -1711,6 +1777,7 @@ mod contract {
                 let notice = NewOutbox {
                     channel: "email",
                     payload: &hash,
+                    user_id: None,
                     now: T0 + 1,
                 };
                 let done = store
@@ -1894,7 +1961,11 @@ mod contract {
         assert_eq!(raw.count("SELECT COUNT(*) FROM outbox").await, 2);
         assert_eq!(raw.count("SELECT COUNT(*) FROM users").await, 3);
         assert!(live(&store, "sess-live", T0 + 100).await);
-        let code = store.live_code(u, T0 + 100).await.unwrap().unwrap();
+        let code = store
+            .live_code(u, "reset", T0 + 100)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(code.code_hash, "u-live");
         let pending = drain(&store, T0 + 5000).await;
         assert_eq!(payloads(&pending), [items[3].payload.as_str()]);
@@ -2070,13 +2141,13 @@ mod contract {
         }
         session(&store, bob, "sess-bob", T0, T0 + 10_000).await;
 
-        assert_eq!(store.revoke_sessions(alice, &[]).await.unwrap(), 3);
+        assert_eq!(store.revoke_sessions(alice, None, &[]).await.unwrap(), 3);
         for i in 0..3 {
             assert!(!live(&store, &format!("sess-{i}"), T0 + 1).await);
         }
         assert!(live(&store, "sess-bob", T0 + 1).await);
-        assert_eq!(store.revoke_sessions(alice, &[]).await.unwrap(), 0);
-        assert_eq!(store.revoke_sessions(NOBODY, &[]).await.unwrap(), 0);
+        assert_eq!(store.revoke_sessions(alice, None, &[]).await.unwrap(), 0);
+        assert_eq!(store.revoke_sessions(NOBODY, None, &[]).await.unwrap(), 0);
         // The user is not disabled: a new login works.
         session(&store, alice, "sess-new", T0 + 2, T0 + 10_000).await;
         assert!(live(&store, "sess-new", T0 + 3).await);
@@ -2109,7 +2180,11 @@ mod contract {
         assert_eq!(raw.count(&stamped).await, 1, "updated_at not set");
         assert!(!live(&store, "sess-1", T0 + 6).await);
         assert!(!live(&store, "sess-2", T0 + 6).await);
-        assert!(store.live_code(alice, T0 + 6).await.unwrap().is_none());
+        assert!(store
+            .live_code(alice, "reset", T0 + 6)
+            .await
+            .unwrap()
+            .is_none());
         assert!(store
             .live_reset_token(alice, "tok-alice", T0 + 6)
             .await
@@ -2132,7 +2207,11 @@ mod contract {
         let bob_row = store.find_user(&id("bob")).await.unwrap().unwrap();
         assert_eq!(bob_row.password_hash, HASH);
         assert!(live(&store, "sess-bob", T0 + 6).await);
-        let code = store.live_code(bob, T0 + 6).await.unwrap().unwrap();
+        let code = store
+            .live_code(bob, "reset", T0 + 6)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(code.code_hash, "code-bob");
         assert!(store
             .live_reset_token(bob, "tok-bob", T0 + 6)
@@ -2382,6 +2461,8 @@ mod contract {
                 &NewCode {
                     user_id,
                     code_hash: &code_hash,
+                    purpose: "reset",
+                    address: None,
                     channel,
                     device: None,
                     now: T0,
@@ -2390,13 +2471,18 @@ mod contract {
                 &NewOutbox {
                     channel,
                     payload: &payload,
+                    user_id: None,
                     now: T0,
                 },
                 &[],
             )
             .await
             .unwrap();
-        let code = store.live_code(user_id, T0).await.unwrap().unwrap();
+        let code = store
+            .live_code(user_id, "reset", T0)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(redeem(store, user_id, code.id, token, T0, T0 + 600).await);
     }
 
@@ -2521,6 +2607,8 @@ mod contract {
                 &NewCode {
                     user_id: alice,
                     code_hash: "h",
+                    purpose: "reset",
+                    address: None,
                     channel: "email",
                     device: Some("dev-1"),
                     now: T0,
@@ -2529,13 +2617,14 @@ mod contract {
                 &NewOutbox {
                     channel: "email",
                     payload: "p",
+                    user_id: None,
                     now: T0,
                 },
                 &[],
             )
             .await
             .unwrap();
-        let code = store.live_code(alice, T0).await.unwrap().unwrap();
+        let code = store.live_code(alice, "reset", T0).await.unwrap().unwrap();
         // Everyone else's tries run out; the device's do not.
         for _ in 0..3 {
             assert!(store.claim_attempt(code.id, T0 + 1, 3).await.unwrap());
@@ -2574,6 +2663,7 @@ mod contract {
             .queue_message(&NewOutbox {
                 channel: "email",
                 payload: "notice",
+                user_id: None,
                 now: T0,
             })
             .await
@@ -2689,5 +2779,401 @@ mod contract {
         assert_eq!(kept, 1);
         let carol = store.find_user(&id("MASS@example.com")).await.unwrap();
         assert_eq!(carol.unwrap().username, "carol");
+    }
+
+    /// Issues a code for `purpose` (its hash `hash`, for `address`), with a message of
+    /// the user's; returns its id.
+    async fn issue_for(
+        store: &Arc<dyn Store>,
+        user_id: UserId,
+        purpose: &str,
+        address: Option<&str>,
+        hash: &str,
+    ) -> i64 {
+        store
+            .issue_code(
+                &NewCode {
+                    user_id,
+                    code_hash: hash,
+                    purpose,
+                    address,
+                    channel: "email",
+                    device: None,
+                    now: T0,
+                    expires_at: T0 + 600,
+                },
+                &NewOutbox {
+                    channel: "email",
+                    payload: "p",
+                    user_id: Some(user_id),
+                    now: T0,
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        let live = store
+            .live_code(user_id, purpose, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.code_hash, hash);
+        assert_eq!(live.address.as_deref(), address);
+        live.id
+    }
+
+    async fn change(
+        store: &Arc<dyn Store>,
+        user_id: UserId,
+        code_id: Option<i64>,
+        change: AccountChange<'_>,
+    ) -> Result<bool, StoreError> {
+        let events = [event("changed", Some(user_id), T0 + 1)];
+        store
+            .apply_change(user_id, code_id, &change, T0 + 1, &[], &events)
+            .await
+    }
+
+    async fn found(store: &Arc<dyn Store>, by: &str) -> Option<User> {
+        store.find_user(&id(by)).await.unwrap()
+    }
+
+    pub async fn codes_of_each_purpose_live_side_by_side_and_are_found_only_for_it(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let reset = issue_for(&store, alice, "reset", None, "h-reset").await;
+        let verify = issue_for(&store, alice, "verify_email", None, "h-verify").await;
+        // A new code of one purpose kills only that purpose's older code.
+        assert_eq!(
+            store
+                .live_code(alice, "reset", T0)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            reset
+        );
+        let (_, code) = store
+            .find_user_with_live_code(&id("alice"), "verify_email", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code.unwrap().id, verify);
+        let (_, code) = with_code(&store, "alice", T0).await;
+        assert_eq!(code.unwrap().id, reset);
+        let (_, none) = store
+            .find_user_with_live_code(&id("alice"), "change_email", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(none.is_none());
+        let newer = issue_for(&store, alice, "verify_email", None, "h-verify-2").await;
+        assert_ne!(newer, verify);
+        assert_eq!(
+            store
+                .live_code(alice, "reset", T0)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            reset
+        );
+    }
+
+    pub async fn a_verification_code_proves_the_address_the_user_has_once(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = create(&store, "alice", "Alice@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
+        let bob = user(&store, "bob").await;
+        let before = found(&store, "alice").await.unwrap();
+        assert!(!before.email_verified && !before.phone_verified);
+        let code = issue_for(&store, alice, "verify_email", None, "h").await;
+        let prove_email = AccountChange::Prove { channel: "email" };
+        // Another user's code proves nothing for them, nor for its owner.
+        assert!(!change(&store, bob, Some(code), prove_email).await.unwrap());
+        assert!(change(&store, alice, Some(code), prove_email)
+            .await
+            .unwrap());
+        let after = found(&store, "ALICE@example.com").await.unwrap();
+        assert!(after.email_verified && !after.phone_verified);
+        // Used once.
+        assert!(!change(&store, alice, Some(code), prove_email)
+            .await
+            .unwrap());
+        assert_eq!(proven(&store, alice).await, ["email"]);
+        // No phone, no proof of one.
+        let prove_sms = AccountChange::Prove { channel: "sms" };
+        assert!(!change(&store, bob, None, prove_sms).await.unwrap());
+        assert!(change(&store, alice, None, prove_sms).await.unwrap());
+        let both = found(&store, "+14155550101").await.unwrap();
+        assert!(both.email_verified && both.phone_verified);
+        assert!(!change(&store, NOBODY, None, prove_email).await.unwrap());
+    }
+
+    pub async fn an_email_change_moves_and_proves_the_address_and_kills_old_recovery(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        reset_token(&store, alice, "tok-old").await;
+        let new = email("Alice.New@Example.com");
+        let code = issue_for(&store, alice, "change_email", Some(new.as_str()), "h").await;
+        let to_new = AccountChange::Email {
+            email: new.as_str(),
+            key: new.key(),
+        };
+        assert!(change(&store, alice, Some(code), to_new).await.unwrap());
+        assert!(found(&store, "alice@example.com").await.is_none());
+        let moved = found(&store, "alice.new@example.com").await.unwrap();
+        assert_eq!(moved.id, alice);
+        assert_eq!(moved.email, "Alice.New@Example.com");
+        assert!(moved.email_verified);
+        // The reset token earned through the old address is dead; the code is used.
+        assert!(store
+            .live_reset_token(alice, "tok-old", T0 + 2)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!change(&store, alice, Some(code), to_new).await.unwrap());
+        // The old address is free again.
+        user(&store, "alice2").await;
+        create(&store, "carol", "alice@example.com", None)
+            .await
+            .unwrap();
+    }
+
+    pub async fn an_email_change_onto_a_taken_address_is_a_conflict_and_writes_nothing(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        user(&store, "bob").await;
+        let taken = email("bob@example.com");
+        let code = issue_for(&store, alice, "change_email", Some(taken.as_str()), "h").await;
+        let onto_bob = AccountChange::Email {
+            email: taken.as_str(),
+            key: taken.key(),
+        };
+        assert!(matches!(
+            change(&store, alice, Some(code), onto_bob).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(found(&store, "alice@example.com").await.unwrap().id, alice);
+        // The code was not used up by the refused change.
+        assert!(store
+            .live_code(alice, "change_email", T0 + 1)
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    pub async fn removing_the_phone_drops_its_proof_and_frees_the_number(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = create(&store, "alice", "alice@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
+        let code = issue_for(&store, alice, "change_phone", Some("+14155550199"), "h").await;
+        let to_new = AccountChange::Phone {
+            phone: Some("+14155550199"),
+        };
+        assert!(change(&store, alice, Some(code), to_new).await.unwrap());
+        let moved = found(&store, "+14155550199").await.unwrap();
+        assert!(moved.phone_verified);
+        assert!(found(&store, "+14155550101").await.is_none());
+        let remove = AccountChange::Phone { phone: None };
+        assert!(change(&store, alice, None, remove).await.unwrap());
+        let bare = found(&store, "alice").await.unwrap();
+        assert_eq!(bare.phone, None);
+        assert!(!bare.phone_verified);
+        assert!(proven(&store, alice).await.is_empty());
+        create(&store, "bob", "bob@example.com", Some("+14155550199"))
+            .await
+            .unwrap();
+    }
+
+    fn password_change<'a>(
+        user_id: UserId,
+        old_hash: &'a str,
+        old_token: &'a str,
+        new_token: &'a str,
+        sign_out_others: bool,
+    ) -> PasswordChange<'a> {
+        PasswordChange {
+            user_id,
+            old_hash,
+            new_hash: "new-hash",
+            old_token_hash: old_token,
+            new_token_hash: new_token,
+            sign_out_others,
+            now: T0 + 5,
+        }
+    }
+
+    pub async fn a_password_change_moves_the_callers_session_and_ends_the_others_when_asked(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        for t in ["a-1", "a-2", "a-3"] {
+            session(&store, alice, t, T0, T0 + 10_000).await;
+        }
+        session(&store, bob, "b-1", T0, T0 + 10_000).await;
+        reset_token(&store, alice, "tok").await;
+        let keep = password_change(alice, HASH, "a-1", "a-1-new", false);
+        assert!(store.change_password(&keep, &[], &[]).await.unwrap());
+        assert!(!live(&store, "a-1", T0 + 6).await);
+        for t in ["a-1-new", "a-2", "a-3", "b-1"] {
+            assert!(live(&store, t, T0 + 6).await, "{t}");
+        }
+        assert_eq!(
+            found(&store, "alice").await.unwrap().password_hash,
+            "new-hash"
+        );
+        assert!(store
+            .live_reset_token(alice, "tok", T0 + 6)
+            .await
+            .unwrap()
+            .is_none());
+        let end = password_change(alice, "new-hash", "a-2", "a-2-new", true);
+        assert!(store.change_password(&end, &[], &[]).await.unwrap());
+        for (t, alive) in [
+            ("a-2-new", true),
+            ("a-1-new", false),
+            ("a-3", false),
+            ("b-1", true),
+        ] {
+            assert_eq!(live(&store, t, T0 + 6).await, alive, "{t}");
+        }
+    }
+
+    pub async fn a_password_change_against_a_stale_hash_or_a_gone_session_writes_nothing(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        session(&store, alice, "a-1", T0, T0 + 10_000).await;
+        session(&store, alice, "a-2", T0, T0 + 10_000).await;
+        session(&store, bob, "b-1", T0, T0 + 10_000).await;
+        let stale = password_change(alice, "not-the-hash", "a-1", "x", true);
+        assert!(!store.change_password(&stale, &[], &[]).await.unwrap());
+        // Bob's session is not alice's to move.
+        let foreign = password_change(alice, HASH, "b-1", "y", true);
+        assert!(!store.change_password(&foreign, &[], &[]).await.unwrap());
+        for t in ["a-1", "a-2", "b-1"] {
+            assert!(live(&store, t, T0 + 6).await, "{t}");
+        }
+        assert_eq!(found(&store, "alice").await.unwrap().password_hash, HASH);
+    }
+
+    pub async fn sessions_are_listed_newest_first_and_revoked_one_by_one_only_by_their_owner(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        session(&store, alice, "a-1", T0, T0 + 10_000).await;
+        session(&store, alice, "a-2", T0 + 1, T0 + 10_000).await;
+        session(&store, alice, "a-old", T0 - 100, T0 + 1).await;
+        session(&store, bob, "b-1", T0, T0 + 10_000).await;
+        let list = store
+            .list_sessions(alice, "a-1", T0 + 2, T0 - 50)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = list.iter().map(|s| s.public_id.as_str()).collect();
+        // The expired one is not listed.
+        assert_eq!(ids, ["pub-a-2", "pub-a-1"]);
+        assert_eq!(
+            list.iter().map(|s| s.current).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert_eq!(list[1].created_at, T0);
+        assert_eq!(list[1].expires_at, T0 + 10_000);
+        // Bob's id is not alice's to revoke.
+        assert!(!store.revoke_session(alice, "pub-b-1", &[]).await.unwrap());
+        assert!(live(&store, "b-1", T0 + 2).await);
+        assert!(store.revoke_session(alice, "pub-a-2", &[]).await.unwrap());
+        assert!(!live(&store, "a-2", T0 + 2).await);
+        assert!(!store.revoke_session(alice, "pub-a-2", &[]).await.unwrap());
+        session(&store, alice, "a-3", T0 + 3, T0 + 10_000).await;
+        assert_eq!(
+            store
+                .revoke_sessions(alice, Some("a-1"), &[])
+                .await
+                .unwrap(),
+            2
+        );
+        assert!(live(&store, "a-1", T0 + 4).await);
+        assert!(!live(&store, "a-3", T0 + 4).await);
+    }
+
+    pub async fn deleting_a_user_removes_all_of_theirs_keeps_an_anonymous_trail_and_frees_the_names(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = create(&store, "alice", "alice@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
+        let bob = user(&store, "bob").await;
+        session(&store, alice, "a-1", T0, T0 + 10_000).await;
+        session(&store, bob, "b-1", T0, T0 + 10_000).await;
+        reset_token(&store, alice, "tok").await;
+        issue_for(&store, alice, "verify_email", None, "alice-code").await;
+        issue_for(&store, bob, "reset", None, "bob-code").await;
+        store
+            .record_audit(&event("login_failed", Some(alice), T0))
+            .await
+            .unwrap();
+        let goodbye = NewOutbox {
+            channel: "email",
+            payload: "goodbye",
+            user_id: None,
+            now: T0 + 1,
+        };
+        let gone = AuditEvent {
+            ip: None,
+            user_agent: None,
+            ..event("account_deleted", Some(alice), T0 + 1)
+        };
+        assert!(store.delete_user(alice, &[goodbye], &[gone]).await.unwrap());
+        assert!(!store.delete_user(alice, &[], &[]).await.unwrap());
+        assert!(found(&store, "alice").await.is_none());
+        assert!(!live(&store, "a-1", T0 + 2).await);
+        assert!(live(&store, "b-1", T0 + 2).await);
+        for table in ["sessions", "otp_codes", "reset_tokens", "proven_channels"] {
+            let n = raw
+                .count(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE user_id = {alice}"
+                ))
+                .await;
+            assert_eq!(n, 0, "{table}");
+        }
+        // Alice's undelivered messages went; bob's and the goodbye stay.
+        let count = |sql: String| {
+            let raw = raw.clone();
+            async move { raw.count(&sql).await }
+        };
+        let of = |who: UserId| format!("SELECT COUNT(*) FROM outbox WHERE user_id = {who}");
+        assert_eq!(count(of(alice)).await, 0);
+        assert_eq!(count(of(bob)).await, 1);
+        let goodbye = "SELECT COUNT(*) FROM outbox WHERE payload = 'goodbye'";
+        assert_eq!(count(goodbye.into()).await, 1);
+        let trail = store.audit_for_user(alice, 0, 100).await.unwrap();
+        assert!(trail.len() >= 2);
+        assert!(trail
+            .iter()
+            .all(|e| e.ip.is_none() && e.user_agent.is_none()));
+        assert_eq!(trail.last().unwrap().event, "account_deleted");
+        create(&store, "alice", "alice@example.com", Some("+14155550101"))
+            .await
+            .unwrap();
     }
 }

@@ -49,6 +49,11 @@ impl Mail {
     }
 
     /// The decoded Subject header, or "" if there is none.
+    /// A verification code, as every registration sends.
+    pub fn is_verification(&self) -> bool {
+        self.subject().starts_with("Verify your")
+    }
+
     pub fn subject(&self) -> String {
         self.header("Subject").unwrap_or_default()
     }
@@ -155,18 +160,57 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Every mail received so far, in arrival order.
+    /// Every mail received so far, in arrival order, but the verification codes every
+    /// registration sends (see `all_messages`): the suites written before those existed
+    /// read "the mails to alice" as the ones their own steps caused.
     pub fn messages(&self) -> Vec<Mail> {
+        self.all_messages()
+            .into_iter()
+            .filter(|m| !m.is_verification())
+            .collect()
+    }
+
+    /// Every mail received so far, verification codes included.
+    pub fn all_messages(&self) -> Vec<Mail> {
         lock(&self.mails).clone()
     }
 
-    /// The mails received so far with `to` among their recipients (case-insensitive).
+    /// The mails received so far with `to` among their recipients (case-insensitive),
+    /// verification codes aside (see `messages`).
     pub fn messages_to(&self, to: &str) -> Vec<Mail> {
+        self.all_messages_to(to)
+            .into_iter()
+            .filter(|m| !m.is_verification())
+            .collect()
+    }
+
+    /// The mails received so far to `to`, verification codes included.
+    pub fn all_messages_to(&self, to: &str) -> Vec<Mail> {
         lock(&self.mails)
             .iter()
             .filter(|m| m.is_to(to))
             .cloned()
             .collect()
+    }
+
+    /// Waits until a mail to `to` whose subject contains `subject` has arrived (counting
+    /// verification codes too) and returns the newest such; panics after `timeout`.
+    pub async fn wait_for_subject(&self, to: &str, subject: &str, timeout: Duration) -> Mail {
+        let found = poll_until(timeout, || {
+            self.all_messages_to(to)
+                .into_iter()
+                .rev()
+                .find(|m| m.subject().contains(subject))
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            let got: Vec<_> = self
+                .all_messages()
+                .into_iter()
+                .map(|m| (m.to.clone(), m.subject()))
+                .collect();
+            panic!("SMTP sink: no mail to {to} about {subject:?} within {timeout:?}; got {got:?}")
+        })
     }
 
     /// Forgets every mail received so far.

@@ -30,6 +30,11 @@ pub struct Sms {
 }
 
 impl Sms {
+    /// A verification code (registration's, or `/send-verification`'s).
+    pub fn is_verification(&self) -> bool {
+        self.body.contains("confirm that this phone number belongs")
+    }
+
     fn from_request(request: &Request) -> Sms {
         let sid = request
             .url
@@ -102,13 +107,30 @@ impl TwilioMock {
         self.server.uri()
     }
 
-    /// Every message received so far, in arrival order.
+    /// Every message received so far, in arrival order, but the verification codes every
+    /// registration with a phone sends (see `SmtpSink::messages`).
     pub fn messages(&self) -> Vec<Sms> {
+        self.all_messages()
+            .into_iter()
+            .filter(|m| !m.is_verification())
+            .collect()
+    }
+
+    /// Every message received so far, verification codes included.
+    pub fn all_messages(&self) -> Vec<Sms> {
         lock(&self.messages).clone()
     }
 
-    /// The messages received so far whose `To` is exactly `to`.
+    /// The messages received so far whose `To` is exactly `to`, verification codes aside.
     pub fn messages_to(&self, to: &str) -> Vec<Sms> {
+        self.all_messages_to(to)
+            .into_iter()
+            .filter(|m| !m.is_verification())
+            .collect()
+    }
+
+    /// The messages received so far to `to`, verification codes included.
+    pub fn all_messages_to(&self, to: &str) -> Vec<Sms> {
         lock(&self.messages)
             .iter()
             .filter(|m| m.to == to)

@@ -1,0 +1,25 @@
+-- Accounts people manage themselves (issue 16).
+--
+-- A code's purpose: `reset` (the seed's recovery codes, and every code before this
+-- migration), `verify_email`, `verify_phone`, `change_email`, `change_phone`. Every lookup
+-- of a live code names the purpose it wants, so a code sent for one thing never does
+-- another: a verification code cannot reset a password, a reset code verifies nothing.
+-- `address` is the new email or phone of a change, which the code was sent to and proves.
+-- (A verification code proves the address the account has when it is used: changing an
+-- address kills the codes sent to the old one, so that is the address it was sent to.)
+ALTER TABLE otp_codes ADD COLUMN purpose TEXT NOT NULL DEFAULT 'reset';
+ALTER TABLE otp_codes ADD COLUMN address TEXT;
+
+-- A session's public handle (what GET /sessions shows and DELETE /sessions/{id} takes:
+-- never the token or its hash), and where it was opened from. Sessions from before this
+-- migration get a random handle and no origin.
+ALTER TABLE sessions ADD COLUMN public_id TEXT;
+ALTER TABLE sessions ADD COLUMN ip TEXT;
+ALTER TABLE sessions ADD COLUMN user_agent TEXT;
+UPDATE sessions SET public_id = md5(random()::text || id::text) WHERE public_id IS NULL;
+CREATE UNIQUE INDEX sessions_public_id ON sessions (public_id);
+
+-- Whose message an outbox row carries, so that deleting an account also deletes what is
+-- still waiting to be sent to it. NULL for rows from before, and for a goodbye notice.
+ALTER TABLE outbox ADD COLUMN user_id BIGINT;
+CREATE INDEX outbox_user_id ON outbox (user_id);
