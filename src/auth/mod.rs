@@ -22,7 +22,8 @@ use crate::state::AppState;
 
 /// Holds a refusal until RESPONSE_FLOOR after `started`: an unknown identifier is refused
 /// after one read, a known one after a write or two (a code's try, a token's lookup), and
-/// the difference must not be measurable.
+/// the difference must not be measurable. (Registration under REQUIRE_VERIFIED_EMAIL holds
+/// both its answers the same way.)
 pub(crate) async fn hold_refusal(state: &AppState, started: Instant) {
     tokio::time::sleep_until(started + state.settings.recovery.response_floor).await;
 }

@@ -10,6 +10,8 @@ use utoipa_axum::routes;
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::MessageBody;
 use crate::audit::Origin;
+use tracing::Instrument;
+
 use crate::auth::{codes, lookup, verification};
 use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
 use crate::error::{ApiError, ErrorBody, Result};
@@ -137,6 +139,9 @@ async fn register(
         .map_err(ApiError::internal)?;
     let now = now();
     let origin = Origin::of(&meta);
+    // Under REQUIRE_VERIFIED_EMAIL both answers below wait for RESPONSE_FLOOR from here: a
+    // new account costs a commit that a taken address does not, and that must not be timed.
+    let started = tokio::time::Instant::now();
     let created = if legacy_taken {
         Err(StoreError::Conflict)
     } else {
@@ -176,6 +181,9 @@ async fn register(
                 channels.push(Channel::Sms);
             }
             verification::send_later(&state, user, channels, origin).await?;
+            if state.settings.recovery.require_verified_email {
+                crate::auth::hold_refusal(&state, started).await;
+            }
             Ok((StatusCode::CREATED, registered))
         }
         // The only unique indexes on users are the username, email and phone keys.
@@ -189,12 +197,28 @@ async fn register(
             {
                 return Err(ApiError::UserExists);
             }
+            // Finding and telling the owners runs after the answer, so that it costs this
+            // answer no more than a new account's codes cost that one.
             let taken = [Some(Identifier::Email(email)), phone.map(Identifier::Phone)];
-            for identifier in taken.into_iter().flatten() {
-                if let Some(owner) = lookup::find_user(&*state.store, &identifier).await? {
-                    tell_owner(&state, &owner).await?;
+            let slot = state
+                .background_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::Unavailable)?;
+            let job_state = state.clone();
+            state.background.spawn(
+                async move {
+                    let _slot = slot;
+                    for identifier in taken.into_iter().flatten() {
+                        if let Err(e) = tell_owner(&job_state, &identifier).await {
+                            tracing::warn!(error = %e, "sign-up notice not sent");
+                        }
+                    }
                 }
-            }
+                .instrument(tracing::Span::current()),
+            );
+            crate::auth::hold_refusal(&state, started).await;
             Ok((StatusCode::CREATED, registered))
         }
         Err(e) => Err(e.into()),
@@ -202,8 +226,11 @@ async fn register(
 }
 
 /// "Someone tried to sign up with this address", to the email of the account that holds
-/// it, once a day at most per account.
-async fn tell_owner(state: &AppState, owner: &User) -> Result<()> {
+/// `identifier`, once a day at most per account.
+async fn tell_owner(state: &AppState, identifier: &Identifier) -> Result<()> {
+    let Some(owner) = lookup::find_user(&*state.store, identifier).await? else {
+        return Ok(());
+    };
     let once_a_day = crate::config::Rule {
         count: 1,
         period: std::time::Duration::from_secs(24 * 3600),

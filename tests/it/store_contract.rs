@@ -423,6 +423,8 @@ contract_tests![
     a_password_change_against_a_stale_hash_or_a_gone_session_writes_nothing,
     sessions_are_listed_newest_first_and_revoked_one_by_one_only_by_their_owner,
     deleting_a_user_removes_all_of_theirs_keeps_an_anonymous_trail_and_frees_the_names,
+    ten_concurrent_confirmations_with_one_code_make_one_change,
+    ten_concurrent_password_changes_from_one_session_make_one,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -3175,5 +3177,61 @@ mod contract {
         create(&store, "alice", "alice@example.com", Some("+14155550101"))
             .await
             .unwrap();
+    }
+
+    pub async fn ten_concurrent_confirmations_with_one_code_make_one_change(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        let new = email("alice.new@example.com");
+        let code = issue_for(&store, alice, "change_email", Some(new.as_str()), "h").await;
+        let done = at_once(10, |_| {
+            let store = store.clone();
+            let new = new.clone();
+            async move {
+                let to_new = AccountChange::Email {
+                    email: new.as_str(),
+                    key: new.key(),
+                };
+                let events = [event("email_changed", Some(alice), T0 + 1)];
+                store
+                    .apply_change(alice, Some(code), &to_new, T0 + 1, &[], &events)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        assert_eq!(done.iter().filter(|&&d| d).count(), 1);
+        let changes = raw
+            .count(&format!(
+                "SELECT COUNT(*) FROM audit_events WHERE user_id = {alice} AND event = 'email_changed'"
+            ))
+            .await;
+        assert_eq!(changes, 1);
+    }
+
+    pub async fn ten_concurrent_password_changes_from_one_session_make_one(
+        store: Arc<dyn Store>,
+        _: Raw,
+    ) {
+        let alice = user(&store, "alice").await;
+        session(&store, alice, "a-1", T0, T0 + 10_000).await;
+        let done = at_once(10, |i| {
+            let store = store.clone();
+            async move {
+                let token = format!("a-1-new-{i}");
+                let change = password_change(alice, HASH, "a-1", &token, true);
+                store.change_password(&change, &[], &[]).await.unwrap()
+            }
+        })
+        .await;
+        assert_eq!(done.iter().filter(|&&d| d).count(), 1);
+        let live_ones = at_once(10, |i| {
+            let store = store.clone();
+            async move { live(&store, &format!("a-1-new-{i}"), T0 + 6).await }
+        })
+        .await;
+        assert_eq!(live_ones.iter().filter(|&&l| l).count(), 1);
     }
 }

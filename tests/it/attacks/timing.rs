@@ -96,6 +96,37 @@ async fn forgot_password_takes_as_long_for_an_account_as_for_none() {
 }
 
 #[tokio::test]
+async fn under_require_verified_email_registering_a_taken_email_takes_as_long_as_a_new_one() {
+    let app = TestApp::spawn_with(&[("REQUIRE_VERIFIED_EMAIL", "true")]).await;
+    assert_eq!(
+        app.register("owner", "owner@example.com", None, PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    compare(
+        "/register",
+        |i| {
+            let name = format!("taken{i}");
+            let app = &app;
+            async move {
+                let resp = app.register(&name, "owner@example.com", None, PASSWORD);
+                resp.await.status().as_u16()
+            }
+        },
+        |i| {
+            let (name, email) = (format!("fresh{i}"), format!("fresh{i}@example.com"));
+            let app = &app;
+            async move {
+                let resp = app.register(&name, &email, None, PASSWORD);
+                resp.await.status().as_u16()
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_wrong_code_takes_as_long_for_an_account_with_a_live_code_as_for_none() {
     let app = TestApp::spawn_with(&[("OTP_MAX_ATTEMPTS", "1000")]).await;
     assert_eq!(

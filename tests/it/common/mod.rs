@@ -193,7 +193,7 @@ fn tail(s: &str, max: usize) -> &str {
 // The server under test
 // ---------------------------------------------------------------------------------------
 
-const RATE_LIMIT_VARS: [&str; 14] = [
+const RATE_LIMIT_VARS: [&str; 20] = [
     "RATE_FORGOT_PER_ACCOUNT",
     "RATE_FORGOT_PER_IP",
     "RATE_CODES_PER_ACCOUNT",
@@ -205,6 +205,12 @@ const RATE_LIMIT_VARS: [&str; 14] = [
     "RATE_REGISTER_PER_IP",
     "RATE_RESET_PER_IP",
     "RATE_CODE_FAILURES_PER_ACCOUNT",
+    "RATE_SEND_VERIFICATION_PER_ACCOUNT",
+    "RATE_SEND_VERIFICATION_PER_IP",
+    "RATE_VERIFY_PER_ACCOUNT",
+    "RATE_VERIFY_PER_IP",
+    "RATE_ACCOUNT_PER_USER",
+    "RATE_ACCOUNT_PER_IP",
     "SMS_BUDGET_PER_HOUR",
     "SMS_BUDGET_PER_DAY",
     "SMS_BUDGET_PER_PREFIX",
