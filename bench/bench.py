@@ -405,7 +405,10 @@ USER_COLS = "username, username_norm, email, email_norm, phone, password_hash, c
 
 def seed_users_sql(db: Database, prefix: str, first: int, last: int, password_hash: str) -> None:
     """Inserts users PREFIX<first>..PREFIX<last> (inclusive) straight into the users table,
-    all with the same password hash, then refreshes the planner's statistics."""
+    all with the same password hash, then refreshes the planner's statistics of that table
+    (only that one, on every backend: a whole-database ANALYZE on SQLite also recorded the
+    size other tables had at that moment, such as one code in otp_codes, and the planner
+    then scanned otp_codes for every lookup once it held 10,000)."""
     now = int(time.time())
     if db.backend == "mysql":
         vals = (
@@ -421,7 +424,7 @@ def seed_users_sql(db: Database, prefix: str, first: int, last: int, password_ha
         db.sql(
             f"BEGIN; INSERT INTO users ({USER_COLS}) "
             f"WITH RECURSIVE s(n) AS (SELECT {first} UNION ALL SELECT n + 1 FROM s WHERE n < {last}) "
-            f"SELECT {vals} FROM s; COMMIT; ANALYZE;"
+            f"SELECT {vals} FROM s; COMMIT; ANALYZE users;"
         )
     elif db.backend == "postgres":
         db.sql(

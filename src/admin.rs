@@ -10,13 +10,14 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::auth::account;
 use crate::auth::lookup;
 use crate::auth::password::PasswordHasher;
 use crate::cli::{AuditArgs, UpgradeArgs, UserAction, UserCommand};
 use crate::config::Settings;
-use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
+use crate::domain::Identifier;
 use crate::state::now;
-use crate::store::{self, AccountChange, AuditEvent, Store, User};
+use crate::store::{self, AccountChange, AuditEvent, NewOutbox, Store, User};
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -194,7 +195,11 @@ pub async fn user(cmd: UserCommand) -> CliResult {
             }
             println!("marked the {channel} of {} verified", u.username);
         }
-        UserAction::Delete { identifier, yes } => {
+        UserAction::Delete {
+            identifier,
+            yes,
+            secret,
+        } => {
             let u = find(&store, &identifier).await?;
             if !yes {
                 return Err(fail(format!(
@@ -202,11 +207,21 @@ pub async fn user(cmd: UserCommand) -> CliResult {
                     u.username
                 )));
             }
+            // The goodbye is sealed like every queued message, for a server to send.
+            let secret = crate::auth::secret::load(&cmd.database, &secret, &*store).await?;
+            let keys = crate::auth::keys::Keys::from_secret(secret.expose_secret())?;
+            let payload = crate::notify::outbox::seal(&keys, &account::goodbye(&u))?;
+            let goodbye = NewOutbox {
+                channel: crate::notify::Channel::Email.as_str(),
+                payload: &payload,
+                user_id: None,
+                now: now(),
+            };
             let event = AuditEvent {
                 user_agent: None,
                 ..by_cli("account_deleted", u.id)
             };
-            if !store.delete_user(u.id, &[], &[event]).await? {
+            if !store.delete_user(u.id, &[goodbye], &[event]).await? {
                 return Err(fail(format!("{} is gone", u.username)));
             }
             println!("deleted {}", u.username);
@@ -217,18 +232,8 @@ pub async fn user(cmd: UserCommand) -> CliResult {
         } => {
             let u = find(&store, &identifier).await?;
             let password = read_password()?;
-            let username = Username::parse(&u.username).ok();
-            let email = Email::parse_lookup(&u.email).ok();
-            let phone = u.phone.as_deref().and_then(|p| Phone::parse(p).ok());
-            let password = NewPassword::parse(
-                "password",
-                password,
-                username.as_ref(),
-                email.as_ref(),
-                phone.as_ref(),
-            )
-            .map_err(|e| fail(e.to_string()))?
-            .into_password();
+            let password = account::new_password_for(&u, "password", password)
+                .map_err(|e| fail(e.to_string()))?;
             let hasher = PasswordHasher::new(&hashing)?;
             let hash = hasher.hash(&password).await?;
             let events = [
@@ -344,7 +349,10 @@ pub async fn check_config(settings: Settings) -> CliResult {
             .map_err(|e| e.to_string()),
     );
     report("database", store::check_reachable(&settings.database).await);
-    report("secret", crate::auth::secret::describe(&settings));
+    report(
+        "secret",
+        crate::auth::secret::describe(&settings.database, &settings.secret),
+    );
     match crate::notify::smtp::SmtpNotifier::from_settings(
         &settings.email,
         settings.outbox.notify_timeout,

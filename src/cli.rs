@@ -4,7 +4,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{DatabaseSettings, HashSettings, Settings};
+use crate::config::{DatabaseSettings, HashSettings, SecretSettings, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -86,13 +86,15 @@ pub enum UserAction {
         channel: String,
     },
     /// Delete a user as `DELETE /me` does: the account, its sessions, codes, tokens and
-    /// undelivered messages; the audit trail keeps the id without addresses. No goodbye
-    /// email is sent (the operator knows why the account goes).
+    /// undelivered messages; the audit trail keeps the id without addresses; a goodbye
+    /// email is queued (sent by a running server), sealed with the server secret.
     Delete {
         identifier: String,
         /// Required: there is no undo.
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        secret: SecretSettings,
     },
     /// Set a user's password, read from standard input (never from the arguments);
     /// revokes their sessions and outstanding codes.

@@ -42,6 +42,23 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("not a duration like 30s, 10m or 12h: {e}"))
 }
 
+/// Where the server secret comes from. Shared by `serve` and the admin commands that
+/// queue a message (`user delete`).
+#[derive(Args, Debug, Clone)]
+pub struct SecretSettings {
+    /// Server secret for keyed hashes of codes and for encrypting queued messages (at least
+    /// 32 characters). Unset, it comes from SECRET_KEY_FILE; every instance sharing a
+    /// database must use the same one.
+    #[arg(long, env = "SECRET_KEY", value_parser = secret, hide_env_values = true)]
+    pub secret_key: Option<SecretString>,
+
+    /// File holding the server secret when SECRET_KEY is unset; it must be readable by its
+    /// owner only. SQLite: defaults to the database file's path plus `.key`, generated
+    /// (mode 0600) on first start. PostgreSQL/MySQL: no default, and the file must exist.
+    #[arg(long, env = "SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+}
+
 /// Where the data lives. Shared by `serve` and every admin command.
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseSettings {
@@ -81,17 +98,8 @@ pub struct Settings {
     #[command(flatten)]
     pub database: DatabaseSettings,
 
-    /// Server secret for keyed hashes of codes and for encrypting queued messages (at least
-    /// 32 characters). Unset, it comes from SECRET_KEY_FILE; every instance sharing a
-    /// database must use the same one.
-    #[arg(long, env = "SECRET_KEY", value_parser = secret, hide_env_values = true)]
-    pub secret_key: Option<SecretString>,
-
-    /// File holding the server secret when SECRET_KEY is unset; it must be readable by its
-    /// owner only. SQLite: defaults to the database file's path plus `.key`, generated
-    /// (mode 0600) on first start. PostgreSQL/MySQL: no default, and the file must exist.
-    #[arg(long, env = "SECRET_KEY_FILE")]
-    pub secret_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub secret: SecretSettings,
 
     /// Mark cookies `Secure` (sent over HTTPS only). Turn off only for local HTTP testing.
     #[arg(long, env = "COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -480,7 +488,7 @@ impl std::fmt::Display for Rule {
 impl Settings {
     /// Checks what clap's types cannot: relations between settings and secret strength.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(key) = &self.secret_key {
+        if let Some(key) = &self.secret.secret_key {
             if key.expose_secret().len() < 32 {
                 return Err("SECRET_KEY must be at least 32 characters".into());
             }

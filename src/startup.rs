@@ -55,7 +55,8 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Config)?;
         let store = store::connect(&settings.database).await?;
-        let secret = crate::auth::secret::load(&settings, store.as_ref()).await?;
+        let secret =
+            crate::auth::secret::load(&settings.database, &settings.secret, store.as_ref()).await?;
         let keys = Keys::from_secret(secret.expose_secret())
             .map_err(|e| StartupError::Config(e.to_string()))?;
         let keys = Arc::new(keys);

@@ -11,9 +11,11 @@
 
 use crate::audit::{self, Origin};
 use crate::auth::codes::{self, Outgoing, Purpose};
-use crate::auth::lookup;
 use crate::auth::token::{new_token, token_hash};
-use crate::domain::{Email, Identifier, NewPassword, OtpCode, Password, Phone, Username};
+use crate::auth::{login, lookup};
+use crate::domain::{
+    Email, Identifier, NewPassword, OtpCode, ParseError, Password, Phone, Username,
+};
 use crate::error::{ApiError, Result};
 use crate::extract::RequestMeta;
 use crate::limit;
@@ -53,22 +55,7 @@ async fn check_password(
     password: &Password,
     origin: &Origin,
 ) -> Result<()> {
-    let limits = &state.settings.limits;
-    let account = format!("user:{}", user.id);
-    limit::spend(
-        &*state.limiter,
-        &limits.login_per_account,
-        "login:account",
-        &account,
-    )
-    .await?;
-    limit::spend(
-        &*state.limiter,
-        &limits.login_per_account_long,
-        "login:account-long",
-        &account,
-    )
-    .await?;
+    login::spend_account_budget(state, &format!("user:{}", user.id)).await?;
     let (verdict, hold) = state
         .hasher
         .verify_held(password, Some(&user.password_hash))
@@ -132,6 +119,26 @@ pub fn mask_phone(phone: &str) -> String {
         .collect()
 }
 
+/// `raw` as a new password of `user`'s, under the registration rules (not built from their
+/// username, email or phone); a refusal names `field`.
+pub fn new_password_for(
+    user: &User,
+    field: &'static str,
+    raw: String,
+) -> std::result::Result<Password, ParseError> {
+    let username = Username::parse(&user.username).ok();
+    let email = Email::parse_lookup(&user.email).ok();
+    let phone = user.phone.as_deref().and_then(|p| Phone::parse(p).ok());
+    let password = NewPassword::parse(
+        field,
+        raw,
+        username.as_ref(),
+        email.as_ref(),
+        phone.as_ref(),
+    )?;
+    Ok(password.into_password())
+}
+
 /// `/change-password`: returns the session's new token (the old one stops working).
 pub async fn change_password(
     state: &AppState,
@@ -145,17 +152,7 @@ pub async fn change_password(
     spend_limits(state, user, meta).await?;
     let origin = Origin::of(meta);
     check_password(state, user, current, &origin).await?;
-    let username = Username::parse(&user.username).ok();
-    let email = Email::parse_lookup(&user.email).ok();
-    let phone = user.phone.as_deref().and_then(|p| Phone::parse(p).ok());
-    let password = NewPassword::parse(
-        "new_password",
-        new_password,
-        username.as_ref(),
-        email.as_ref(),
-        phone.as_ref(),
-    )?
-    .into_password();
+    let password = new_password_for(user, "new_password", new_password)?;
     let new_hash = state
         .hasher
         .hash(&password)
@@ -484,6 +481,19 @@ async fn confirm(
     Ok(())
 }
 
+/// The goodbye notice of a deleted account, to its email.
+pub fn goodbye(user: &User) -> Message {
+    email_to(
+        user,
+        "Your account was deleted",
+        format!(
+            "Your account {} was deleted, with everything it held. Goodbye.\n\nIf this was \
+             not you, contact support.",
+            user.username
+        ),
+    )
+}
+
 /// `DELETE /me`: the account and everything of it goes; a goodbye notice still goes out.
 pub async fn delete(
     state: &AppState,
@@ -495,15 +505,7 @@ pub async fn delete(
     let origin = Origin::of(meta);
     check_password(state, user, current, &origin).await?;
     let now = now();
-    let notice = email_to(
-        user,
-        "Your account was deleted",
-        format!(
-            "Your account {} was deleted, with everything it held. Goodbye.\n\nIf this was \
-             not you, contact support.",
-            user.username
-        ),
-    );
+    let notice = goodbye(user);
     let mut payload = String::new();
     // For nobody's account: deleting this one must not drop it.
     let notices = [sealed(state, &notice, None, &mut payload, now)?];

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::audit::{self, Origin};
 use crate::auth::device::{self, Device};
@@ -182,12 +181,7 @@ pub async fn request(
     .await?;
 
     // Every request takes a slot, account or not, so a full queue delays both alike.
-    let slot = state
-        .background_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let slot = state.background_slot().await?;
     let user = lookup::find_enabled(&*state.store, identifier).await?;
     let device = user
         .as_ref()
@@ -212,16 +206,12 @@ pub async fn request(
             _ => Channel::Email,
         });
         let origin = Origin::of(meta);
-        state.background.spawn(
-            async move {
-                let _slot = slot;
-                let device = device.as_ref();
-                if let Err(e) = issue_if_allowed(&job_state, &user, wanted, device, &origin).await {
-                    tracing::warn!(user_id = user.id, error = %e, "recovery code not issued");
-                }
+        state.run_in(slot, async move {
+            let device = device.as_ref();
+            if let Err(e) = issue_if_allowed(&job_state, &user, wanted, device, &origin).await {
+                tracing::warn!(user_id = user.id, error = %e, "recovery code not issued");
             }
-            .instrument(tracing::Span::current()),
-        );
+        });
     }
     event("requested");
     Ok(())

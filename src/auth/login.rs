@@ -30,6 +30,27 @@ pub struct Opened {
     pub new_device: bool,
 }
 
+/// Spends one attempt of an account's login budget (`account`: `user:<id>`, `device:<id>`
+/// or `name:<key>`), in a burst and over the long run: every check of a password does,
+/// at /login or behind a session (`auth::account`).
+pub(crate) async fn spend_account_budget(state: &AppState, account: &str) -> Result<()> {
+    let limits = &state.settings.limits;
+    limit::spend(
+        &*state.limiter,
+        &limits.login_per_account,
+        "login:account",
+        account,
+    )
+    .await?;
+    limit::spend(
+        &*state.limiter,
+        &limits.login_per_account_long,
+        "login:account-long",
+        account,
+    )
+    .await
+}
+
 /// Checks `password` for the account `identifier` names and opens a session for it.
 /// Rate limited per client IP and per account (per device, from one of its devices); a
 /// success clears the account's budget. `device_cookie` is the request's, if any.
@@ -61,20 +82,7 @@ pub async fn open_session(
         (None, Some(u)) => format!("user:{}", u.id),
         (None, None) => format!("name:{}", identifier.key()),
     };
-    limit::spend(
-        &*state.limiter,
-        &limits.login_per_account,
-        "login:account",
-        &account,
-    )
-    .await?;
-    limit::spend(
-        &*state.limiter,
-        &limits.login_per_account_long,
-        "login:account-long",
-        &account,
-    )
-    .await?;
+    spend_account_budget(state, &account).await?;
     let known_id = found.as_ref().map(|u| u.id);
     let user = found.filter(lookup::enabled);
     let (verdict, hold) = state

@@ -10,10 +10,11 @@
 use tokio::time::Instant;
 
 use crate::audit::Origin;
+use crate::auth::account::new_password_for;
 use crate::auth::lookup;
 use crate::auth::ownership::Proofs;
 use crate::auth::token::{looks_like_token, token_hash};
-use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
+use crate::domain::Identifier;
 use crate::error::{ApiError, Result};
 use crate::extract::RequestMeta;
 use crate::limit;
@@ -61,17 +62,7 @@ pub async fn reset_password(
         super::hold_refusal(state, started).await;
         return Err(BAD_TOKEN);
     };
-    let username = Username::parse(&user.username).ok();
-    let email = Email::parse_lookup(&user.email).ok();
-    let phone = user.phone.as_deref().and_then(|p| Phone::parse(p).ok());
-    let password = NewPassword::parse(
-        "new_password",
-        new_password,
-        username.as_ref(),
-        email.as_ref(),
-        phone.as_ref(),
-    )?
-    .into_password();
+    let password = new_password_for(&user, "new_password", new_password)?;
     let new_hash = state
         .hasher
         .hash(&password)

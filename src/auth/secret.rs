@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, SecretSettings};
 use crate::private_file::{self, FileError};
 use crate::startup::StartupError;
 use crate::store::{sqlite, Store};
@@ -24,11 +24,15 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 /// The server secret for these settings, creating the key file if it is SQLite's and
 /// missing.
-pub async fn load(settings: &Settings, store: &dyn Store) -> Result<SecretString, StartupError> {
+pub async fn load(
+    database: &DatabaseSettings,
+    settings: &SecretSettings,
+    store: &dyn Store,
+) -> Result<SecretString, StartupError> {
     if let Some(key) = &settings.secret_key {
         return Ok(key.clone());
     }
-    let (key_file, is_sqlite) = key_file(settings);
+    let (key_file, is_sqlite) = key_file(database, settings);
     match key_file {
         Some(path) => from_file(&path, store, is_sqlite).await,
         // An in-memory SQLite database: the secret lives exactly as long as the data.
@@ -48,11 +52,11 @@ pub async fn load(settings: &Settings, store: &dyn Store) -> Result<SecretString
 
 /// Where `load` would take the secret from, checked without creating or changing
 /// anything: what `check-config` reports.
-pub fn describe(settings: &Settings) -> Result<String, String> {
+pub fn describe(database: &DatabaseSettings, settings: &SecretSettings) -> Result<String, String> {
     if settings.secret_key.is_some() {
         return Ok("from SECRET_KEY".into());
     }
-    let (key_file, is_sqlite) = key_file(settings);
+    let (key_file, is_sqlite) = key_file(database, settings);
     match key_file {
         Some(path) => match private_file::read(&path).map_err(|e| e.to_string())? {
             Some(contents) => parse(&path, &contents)
@@ -71,8 +75,8 @@ pub fn describe(settings: &Settings) -> Result<String, String> {
 
 /// The key file (SECRET_KEY_FILE, else SQLite's default beside an on-disk database), and
 /// whether the database is SQLite.
-fn key_file(settings: &Settings) -> (Option<PathBuf>, bool) {
-    let url = settings.database.database_url.as_str();
+fn key_file(database: &DatabaseSettings, settings: &SecretSettings) -> (Option<PathBuf>, bool) {
+    let url = database.database_url.as_str();
     let is_sqlite = url.starts_with("sqlite:");
     let path = match &settings.secret_key_file {
         Some(path) => Some(path.clone()),

@@ -10,8 +10,8 @@
 //! (`auth::ownership`) counts: an unproven one is never a way into an account whose other
 //! channel is proven.
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::audit::Origin;
 use crate::auth::codes::{self, Outgoing, Purpose};
@@ -55,6 +55,8 @@ pub async fn request(
         &meta.ip_key,
     )
     .await?;
+    // Every request takes a slot, account or not, so a full queue delays both alike.
+    let slot = state.background_slot().await?;
     let user = lookup::find_enabled(&*state.store, identifier).await?;
     limit::spend(
         &*state.limiter,
@@ -65,39 +67,39 @@ pub async fn request(
     .await?;
     if let Some(user) = user {
         let channel = channel_for(identifier, channel);
-        send_later(state, user, vec![channel], Origin::of(meta)).await?;
+        send_in(state, slot, user, vec![channel], Origin::of(meta));
     }
     Ok(())
 }
 
-/// Sends a verification code on each of `channels` to `user`, after the answer: a slot of
-/// the background queue is taken now (so a full queue delays accounts and strangers
-/// alike), the work runs in it.
+/// Sends a verification code on each of `channels` to `user`, after the answer.
 pub async fn send_later(
     state: &AppState,
     user: User,
     channels: Vec<Channel>,
     origin: Origin,
 ) -> Result<()> {
-    let slot = state
-        .background_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let slot = state.background_slot().await?;
+    send_in(state, slot, user, channels, origin);
+    Ok(())
+}
+
+/// `send_later` in a slot the caller took.
+fn send_in(
+    state: &AppState,
+    slot: OwnedSemaphorePermit,
+    user: User,
+    channels: Vec<Channel>,
+    origin: Origin,
+) {
     let job_state = state.clone();
-    state.background.spawn(
-        async move {
-            let _slot = slot;
-            for channel in channels {
-                if let Err(e) = send(&job_state, &user, channel, &origin).await {
-                    tracing::warn!(user_id = user.id, error = %e, "verification code not sent");
-                }
+    state.run_in(slot, async move {
+        for channel in channels {
+            if let Err(e) = send(&job_state, &user, channel, &origin).await {
+                tracing::warn!(user_id = user.id, error = %e, "verification code not sent");
             }
         }
-        .instrument(tracing::Span::current()),
-    );
-    Ok(())
+    });
 }
 
 /// A verification code to `user` on `channel`, unless the address is proven already,

@@ -10,8 +10,6 @@ use utoipa_axum::routes;
 use super::openapi::{BodyErrors, RateLimited, Unavailable};
 use super::MessageBody;
 use crate::audit::Origin;
-use tracing::Instrument;
-
 use crate::auth::{codes, lookup, verification};
 use crate::domain::{Email, Identifier, NewPassword, Phone, Username};
 use crate::error::{ApiError, ErrorBody, Result};
@@ -200,24 +198,16 @@ async fn register(
             // Finding and telling the owners runs after the answer, so that it costs this
             // answer no more than a new account's codes cost that one.
             let taken = [Some(Identifier::Email(email)), phone.map(Identifier::Phone)];
-            let slot = state
-                .background_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| ApiError::Unavailable)?;
             let job_state = state.clone();
-            state.background.spawn(
-                async move {
-                    let _slot = slot;
+            state
+                .after_answer(async move {
                     for identifier in taken.into_iter().flatten() {
                         if let Err(e) = tell_owner(&job_state, &identifier).await {
                             tracing::warn!(error = %e, "sign-up notice not sent");
                         }
                     }
-                }
-                .instrument(tracing::Span::current()),
-            );
+                })
+                .await?;
             crate::auth::hold_refusal(&state, started).await;
             Ok((StatusCode::CREATED, registered))
         }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::header::SET_COOKIE;
 use axum::response::{AppendHeaders, IntoResponse};
@@ -239,9 +240,13 @@ async fn revoke_session(
     State(state): State<AppState>,
     meta: RequestMeta,
     session: AuthSession,
-    Path(id): Path<String>,
+    id: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<MessageBody>> {
     account::spend_limits(&state, &session.user, &meta).await?;
+    // An id that is not even text (`%FF`) names no session either.
+    let Ok(Path(id)) = id else {
+        return Err(ApiError::SessionNotFound);
+    };
     let origin = Origin::of(&meta);
     let event = origin.event("session_revoked", Some(session.user.id));
     if !session::revoke(&*state.store, session.user.id, &id, &event).await? {

@@ -1387,6 +1387,11 @@ async fn the_admin_cli_verifies_and_deletes_users() {
 
     cli_ok(&app, &["user", "delete", "chuck", "--yes"]);
     assert_eq!(me_status(&app, &token).await, 401);
+    // The goodbye the command queued, sealed with the server's secret, is sent by the
+    // server's outbox worker.
+    app.smtp
+        .wait_for_subject(&email, "Your account was deleted", DELIVERY_TIMEOUT)
+        .await;
     assert_eq!(app.login("chuck", PASSWORD).await.status(), 401);
     let (status, body) = json(app.register("chuck", &email, Some(phone), PASSWORD).await).await;
     assert_eq!(status, 201, "{body}");

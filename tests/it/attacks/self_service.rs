@@ -149,3 +149,28 @@ async fn a_verification_code_is_no_way_into_an_account_by_recovery_or_by_login()
     let (status, _) = json(app.post_json("/verify", &body).await).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn any_session_id_that_is_not_the_callers_is_the_same_404() {
+    let app = TestApp::spawn().await;
+    let token = signed_in(&app).await;
+    let long = format!("/sessions/{}", "A".repeat(5000));
+    for path in [
+        "/sessions/%FF",
+        "/sessions/%00",
+        "/sessions/x'%20OR%201=1--",
+        &long,
+    ] {
+        let (status, body) = with_session(&app, Method::DELETE, path, &token, None).await;
+        assert_eq!(
+            (status, body),
+            (404, json!({"error": "Session not found"})),
+            "{path}"
+        );
+    }
+    // Without a session, 401 comes first, whatever the id.
+    let req = app.request(Method::DELETE, "/sessions/%FF");
+    let (status, _) = json(app.send(req, "no session").await).await;
+    assert_eq!(status, 401);
+    assert_eq!(app.me(&token).await.status(), 200);
+}
