@@ -106,12 +106,10 @@ pub trait Dialect: Database + Sized {
     ) -> BoxFuture<'a, StoreResult<bool>>;
 }
 
-/// `{verified}`: whether the user's email and phone, as they are now, have been proven
-/// (`proven_channels`, bound to the address proven): two primary-key probes.
-const VERIFIED: &str = "EXISTS (SELECT 1 FROM proven_channels p WHERE p.user_id = u.id
-        AND p.channel = 'email' AND p.address = u.email_norm) AS email_verified,
-    EXISTS (SELECT 1 FROM proven_channels p WHERE p.user_id = u.id
-        AND p.channel = 'sms' AND p.address = u.phone) AS phone_verified";
+/// `{verified}`: whether the user's email and phone, as they are now, have been proven:
+/// the proven address kept beside each (`prove`) equals it.
+const VERIFIED: &str = "COALESCE(u.email_proof = u.email_norm, FALSE) AS email_verified,
+    COALESCE(u.phone_proof = u.phone, FALSE) AS phone_verified";
 
 /// A statement written once, and its expansion for each dialect, made on first use.
 pub struct Sql {
@@ -348,6 +346,11 @@ where
             SELECT id, ?, CASE WHEN ? = 'sms' THEN phone ELSE email_norm END, ? FROM users
             WHERE id = ? AND (? <> 'sms' OR phone IS NOT NULL)";
             channel, channel, now, user_id, channel);
+        // The copy every read of the user compares (`{verified}`).
+        exec!(&mut *tx, "UPDATE users
+            SET email_proof = CASE WHEN ? = 'sms' THEN email_proof ELSE email_norm END,
+                phone_proof = CASE WHEN ? = 'sms' THEN phone ELSE phone_proof END
+            WHERE id = ?"; channel, channel, user_id);
         Ok(n == 1)
     }
 
@@ -410,7 +413,7 @@ where
         if channel == "email" {
             // Whoever proved the email takes sole control: a phone number nobody proved
             // (an attacker's, registered beside the victim's email) is no longer a way in.
-            exec!(&mut *tx, "UPDATE users SET phone = NULL
+            exec!(&mut *tx, "UPDATE users SET phone = NULL, phone_proof = NULL
                 WHERE id = ? AND phone IS NOT NULL AND NOT EXISTS (
                     SELECT 1 FROM proven_channels p
                     WHERE p.user_id = users.id AND p.channel = 'sms' AND p.address = users.phone)";
@@ -974,15 +977,16 @@ where
                         Self::prove(&mut tx, user_id, channel, now).await?
                     }
                     AccountChange::Email { email, key } => {
-                        exec!(&mut *tx, "UPDATE users SET email = ?, email_norm = ?, updated_at = ?
-                            WHERE id = ?"; email, key, now, user_id);
+                        exec!(&mut *tx, "UPDATE users SET email = ?, email_norm = ?,
+                            email_proof = NULL, updated_at = ? WHERE id = ?";
+                            email, key, now, user_id);
                         Self::kill_codes(&mut tx, user_id, now, Some(["reset", "verify_email"]))
                             .await?;
                         Self::prove(&mut tx, user_id, "email", now).await?
                     }
                     AccountChange::Phone { phone } => {
-                        exec!(&mut *tx, "UPDATE users SET phone = ?, updated_at = ? WHERE id = ?";
-                            phone, now, user_id);
+                        exec!(&mut *tx, "UPDATE users SET phone = ?, phone_proof = NULL,
+                            updated_at = ? WHERE id = ?"; phone, now, user_id);
                         Self::kill_codes(&mut tx, user_id, now, Some(["reset", "verify_phone"]))
                             .await?;
                         match phone {
@@ -1188,6 +1192,8 @@ where
             // only spelled by the old rule (see `record_proof`).
             exec!(&mut *tx, "UPDATE proven_channels SET address = ?
                 WHERE user_id = ? AND channel <> 'sms' AND address = ?";
+                new_norm, user_id, old_norm);
+            exec!(&mut *tx, "UPDATE users SET email_proof = ? WHERE id = ? AND email_proof = ?";
                 new_norm, user_id, old_norm);
             tx.commit().await?;
             Ok(true)
