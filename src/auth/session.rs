@@ -90,8 +90,14 @@ pub async fn revoke(
     public_id: &str,
     event: &AuditEvent<'_>,
 ) -> StoreResult<bool> {
-    // A public id is 22 base64url characters; anything else names no session.
-    if public_id.len() > 64 {
+    // A public id is 22 base64url characters (32 hex digits for a session from before
+    // they existed); anything else names no session, and never reaches the database
+    // (PostgreSQL refuses a NUL in text outright).
+    let shaped = (1..=64).contains(&public_id.len())
+        && public_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !shaped {
         return Ok(false);
     }
     store
