@@ -17,7 +17,7 @@ use crate::cli::{AuditArgs, UpgradeArgs, UserAction, UserCommand};
 use crate::config::Settings;
 use crate::domain::Identifier;
 use crate::state::now;
-use crate::store::{self, AccountChange, AuditEvent, NewOutbox, Store, User};
+use crate::store::{self, AccountChange, AuditEvent, FactorChange, NewOutbox, Store, User};
 
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -42,6 +42,11 @@ fn user_json(u: &User) -> serde_json::Value {
         "phone_verified": u.phone_verified,
         "disabled": u.disabled_at.is_some(),
         "disabled_at": u.disabled_at.map(timestamp),
+        "mfa": {
+            "totp": u.totp_enabled,
+            "passkeys": u.passkey_count,
+            "recovery_codes_left": u.recovery_codes_left,
+        },
     })
 }
 
@@ -225,6 +230,40 @@ pub async fn user(cmd: UserCommand) -> CliResult {
                 return Err(fail(format!("{} is gone", u.username)));
             }
             println!("deleted {}", u.username);
+        }
+        UserAction::ResetMfa { identifier, secret } => {
+            let u = find(&store, &identifier).await?;
+            let secret = crate::auth::secret::load(&cmd.database, &secret, &*store).await?;
+            let keys = crate::auth::keys::Keys::from_secret(secret.expose_secret())?;
+            let notice = account::email_to(
+                &u,
+                "Your second factors were reset",
+                format!(
+                    "An administrator removed every second factor of your account {} \
+                     (authenticator app, passkeys, recovery codes) and signed out every \
+                     session. Sign in with your password and set up a second factor again.\n\n\
+                     If you did not ask for this, contact support now.",
+                    u.username
+                ),
+            );
+            let payload = crate::notify::outbox::seal(&keys, &notice)?;
+            let notice = NewOutbox {
+                channel: crate::notify::Channel::Email.as_str(),
+                payload: &payload,
+                user_id: Some(u.id),
+                now: now(),
+            };
+            let events = [by_cli("mfa_reset", u.id), by_cli("sessions_revoked", u.id)];
+            if !store
+                .change_factors(u.id, &FactorChange::ResetAll, now(), &[notice], &events)
+                .await?
+            {
+                return Err(fail(format!("{} is gone", u.username)));
+            }
+            println!(
+                "removed every second factor of {} and ended their sessions",
+                u.username
+            );
         }
         UserAction::SetPassword {
             identifier,

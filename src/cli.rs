@@ -96,6 +96,15 @@ pub enum UserAction {
         #[command(flatten)]
         secret: SecretSettings,
     },
+    /// Remove every second factor of a user who lost them all (TOTP, passkeys, recovery
+    /// codes) and end their sessions; audited, and a notice is queued to their email
+    /// (sent by a running server), sealed with the server secret. Confirm who is asking
+    /// first: this is the one way around a second factor.
+    ResetMfa {
+        identifier: String,
+        #[command(flatten)]
+        secret: SecretSettings,
+    },
     /// Set a user's password, read from standard input (never from the arguments);
     /// revokes their sessions and outstanding codes.
     SetPassword {

@@ -115,6 +115,9 @@ pub struct Settings {
     pub recovery: RecoverySettings,
 
     #[command(flatten)]
+    pub factors: FactorSettings,
+
+    #[command(flatten)]
     pub email: EmailSettings,
 
     #[command(flatten)]
@@ -257,6 +260,42 @@ pub struct RecoverySettings {
     /// expect; 0 turns it off.
     #[arg(long, env = "RESPONSE_FLOOR", default_value = "25ms", value_parser = duration)]
     pub response_floor: Duration,
+}
+
+/// Second factors, step-up and sign-in by code (issue 17).
+#[derive(Args, Debug, Clone)]
+pub struct FactorSettings {
+    /// How recent the last proof of a session's user must be (its login, or POST
+    /// /reauthenticate) for a sensitive change: the password, email or phone, a factor,
+    /// the recovery codes, deleting the account.
+    #[arg(long, env = "REAUTH_MAX_AGE", default_value = "10m", value_parser = duration)]
+    pub reauth_max_age: Duration,
+
+    /// Sign in with a one-time code sent by email or SMS instead of a password
+    /// (POST /login/code/request, POST /login/code). An account with a second factor
+    /// still needs it after the code.
+    #[arg(long, env = "CODE_LOGIN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub code_login: bool,
+
+    /// The name authenticator apps show beside a TOTP entry, and passkey prompts show as
+    /// the site.
+    #[arg(long, env = "MFA_ISSUER", default_value = "Gatehouse")]
+    pub mfa_issuer: String,
+
+    /// The WebAuthn relying party id: the domain passkeys are bound to (the host of the
+    /// pages that use them, or a parent domain of it). Changing it orphans every passkey.
+    #[arg(long, env = "WEBAUTHN_RP_ID", default_value = "localhost")]
+    pub webauthn_rp_id: String,
+
+    /// Comma-separated origins allowed to run passkey ceremonies (scheme, host and port,
+    /// as the browser reports them), each on WEBAUTHN_RP_ID or a subdomain of it.
+    #[arg(
+        long,
+        env = "WEBAUTHN_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:8080"
+    )]
+    pub webauthn_origins: Vec<Url>,
 }
 
 /// Who may be sent a text, and how many: what stands between an anonymous client and the
@@ -445,6 +484,24 @@ pub struct LimitSettings {
     /// Self-service requests per client IP.
     #[arg(long, env = "RATE_ACCOUNT_PER_IP", default_value = "60/1m")]
     pub account_per_ip: Rule,
+
+    /// Second-factor checks (a TOTP or recovery code, a passkey assertion) per account,
+    /// at login, on re-authentication and on factor changes: an atomic budget, shared by
+    /// every instance through Redis.
+    #[arg(long, env = "RATE_MFA_PER_ACCOUNT", default_value = "10/5m")]
+    pub mfa_per_account: Rule,
+
+    /// Second-factor checks and passkey ceremonies per client IP.
+    #[arg(long, env = "RATE_MFA_PER_IP", default_value = "60/1m")]
+    pub mfa_per_ip: Rule,
+
+    /// /login/code/request per account (CODE_LOGIN).
+    #[arg(long, env = "RATE_LOGIN_CODE_PER_ACCOUNT", default_value = "3/1m")]
+    pub login_code_per_account: Rule,
+
+    /// /login/code/request and /login/code per client IP (CODE_LOGIN).
+    #[arg(long, env = "RATE_LOGIN_CODE_PER_IP", default_value = "10/1m")]
+    pub login_code_per_ip: Rule,
 }
 
 /// A rate-limit rule: at most `count` events per `period`, spread evenly (GCRA), with a

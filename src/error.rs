@@ -51,6 +51,24 @@ pub enum ApiError {
     /// 409 on /register.
     #[error("User already exists")]
     UserExists,
+    /// 403 with `"reauth_required": true`: a sensitive change on a session whose user has
+    /// not proved themselves recently enough (REAUTH_MAX_AGE), or only with one factor
+    /// when the account has two.
+    #[error("Re-authentication required")]
+    ReauthRequired,
+    /// 401 on a second factor (or /reauthenticate): a wrong, used or replayed code or
+    /// assertion, alike.
+    #[error("Invalid code")]
+    InvalidSecondFactor,
+    /// 401 on /login/mfa: the mfa_token is unknown, expired, used up or out of tries.
+    #[error("The sign-in has expired; log in again")]
+    SignInExpired,
+    /// 409: the change conflicts with the account's state; the message says how.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// 404: no such thing on this account (or on any, alike); the message names it.
+    #[error("{0}")]
+    Missing(&'static str),
     /// 404: no such route.
     #[error("Not found")]
     NotFound,
@@ -89,7 +107,10 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidOtp | ApiError::InvalidCode => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::EmailNotVerified => StatusCode::FORBIDDEN,
+            ApiError::EmailNotVerified | ApiError::ReauthRequired => StatusCode::FORBIDDEN,
+            ApiError::InvalidSecondFactor | ApiError::SignInExpired => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::SessionNotFound => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,13 +151,20 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable => Some(2),
             _ => None,
         };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
-        )
-            .into_response();
+        let mut response = match &self {
+            ApiError::ReauthRequired => (
+                status,
+                Json(serde_json::json!({"error": self.to_string(), "reauth_required": true})),
+            )
+                .into_response(),
+            _ => (
+                status,
+                Json(ErrorBody {
+                    error: self.to_string(),
+                }),
+            )
+                .into_response(),
+        };
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

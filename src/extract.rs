@@ -65,6 +65,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A JSON body that may be left out: no body at all is `None`; anything else is read as
+/// `ApiJson` reads it.
+pub struct ApiJsonOpt<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJsonOpt<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared == Some(0) {
+            return Ok(ApiJsonOpt(None));
+        }
+        if req.headers().get(CONTENT_TYPE).is_none() {
+            let bytes = read_body(req.into_body(), declared).await?;
+            return if bytes.is_empty() {
+                Ok(ApiJsonOpt(None))
+            } else {
+                Err(ApiError::UnsupportedMediaType)
+            };
+        }
+        ApiJson::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| ApiJsonOpt(Some(v)))
+    }
+}
+
 /// Reads at most BODY_LIMIT bytes within BODY_TIMEOUT.
 async fn read_body(mut body: Body, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {
     let too_large = ApiError::PayloadTooLarge(BODY_LIMIT);
@@ -264,6 +294,10 @@ impl FromRequestParts<AppState> for RequestMeta {
 pub struct AuthSession {
     pub user: User,
     pub token_hash: String,
+    /// The session's assurance level (1 or 2).
+    pub aal: i32,
+    /// When the user last proved themselves on it.
+    pub proved_at: i64,
 }
 
 impl FromRequestParts<AppState> for AuthSession {
@@ -281,6 +315,8 @@ impl FromRequestParts<AppState> for AuthSession {
         Ok(AuthSession {
             user: live.user,
             token_hash: live.token_hash,
+            aal: live.aal,
+            proved_at: live.proved_at,
         })
     }
 }

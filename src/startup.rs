@@ -62,6 +62,9 @@ impl Application {
         let keys = Arc::new(keys);
         drop(secret);
         let hasher = Arc::new(PasswordHasher::new(&settings.hashing)?);
+        let webauthn = Arc::new(
+            crate::auth::passkey::relying_party(&settings.factors).map_err(StartupError::Config)?,
+        );
         let notifiers = crate::notify::build(
             &settings.email,
             &settings.sms,
@@ -112,6 +115,7 @@ impl Application {
             outbox_heartbeat,
             background: tokio_util::task::TaskTracker::new(),
             background_slots: Arc::new(Semaphore::new(crate::state::BACKGROUND_SLOTS)),
+            webauthn,
         };
         Ok(Application {
             listener,

@@ -33,6 +33,8 @@ pub struct AppState {
     /// Bounds that work: every request of the kind takes a slot first, account or not, so
     /// a full queue slows both alike.
     pub background_slots: Arc<Semaphore>,
+    /// The WebAuthn relying party (WEBAUTHN_RP_ID, WEBAUTHN_ORIGINS).
+    pub webauthn: Arc<webauthn_rs::Webauthn>,
 }
 
 impl AppState {

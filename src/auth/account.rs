@@ -49,7 +49,7 @@ pub async fn spend_limits(state: &AppState, user: &User, meta: &RequestMeta) -> 
 /// Checks the user's current password, as a login would: it spends the account's login
 /// budget (the one `/login` spends without a device cookie) and a wrong one is refused
 /// with `InvalidCredentials` after the same floor a failed login waits for.
-async fn check_password(
+pub(crate) async fn check_password(
     state: &AppState,
     user: &User,
     password: &Password,
@@ -72,7 +72,7 @@ async fn check_password(
 
 /// A message sealed for the outbox, for `user_id`'s account (or for nobody's: a notice
 /// that must outlive the account).
-fn sealed<'a>(
+pub(crate) fn sealed<'a>(
     state: &AppState,
     message: &Message,
     user_id: Option<i64>,
@@ -88,7 +88,7 @@ fn sealed<'a>(
     })
 }
 
-fn email_to(user: &User, subject: &str, body: String) -> Message {
+pub(crate) fn email_to(user: &User, subject: &str, body: String) -> Message {
     Message {
         channel: Channel::Email,
         to: user.email.clone(),

@@ -44,6 +44,10 @@ pub enum Purpose {
     ChangeEmail,
     /// Moving to the new phone the code was sent to (`/confirm-phone-change`).
     ChangePhone,
+    /// Signing in by a code sent to the email (`/login/code`, CODE_LOGIN).
+    LoginEmail,
+    /// Signing in by a code sent by SMS.
+    LoginSms,
 }
 
 impl Purpose {
@@ -54,6 +58,8 @@ impl Purpose {
             Purpose::VerifyPhone => "verify_phone",
             Purpose::ChangeEmail => "change_email",
             Purpose::ChangePhone => "change_phone",
+            Purpose::LoginEmail => "login_email",
+            Purpose::LoginSms => "login_sms",
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct Keys {
     otp: HmacSha256,
     device: HmacSha256,
     outbox: XChaCha20Poly1305,
+    /// Second-factor secrets and ceremony state at rest (TOTP secrets, WebAuthn states).
+    factors: XChaCha20Poly1305,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +55,12 @@ impl Keys {
         let otp = derive(secret.as_bytes(), "gatehouse/otp/v1")?;
         let device = derive(secret.as_bytes(), "gatehouse/device/v1")?;
         let outbox_key = derive(secret.as_bytes(), "gatehouse/outbox/v1")?;
+        let factors_key = derive(secret.as_bytes(), "gatehouse/factors/v1")?;
         Ok(Keys {
             otp: mac(otp.as_slice())?,
             device: mac(device.as_slice())?,
             outbox: XChaCha20Poly1305::new(outbox_key.as_slice().into()),
+            factors: XChaCha20Poly1305::new(factors_key.as_slice().into()),
         })
     }
 
@@ -96,29 +100,52 @@ impl Keys {
         self.otp.clone()
     }
 
+    /// The stored form of a recovery code: like `code_hash`, in a domain of its own.
+    pub fn recovery_hash(&self, user_id: i64, code: &str) -> String {
+        self.code_hash(user_id, &format!("recovery:{code}"))
+    }
+
     /// Encrypts a queued message (it may carry a code) for storage: base64(nonce ‖ ciphertext).
     pub fn seal(&self, plaintext: &[u8]) -> Result<String, EncryptError> {
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let ciphertext = self
-            .outbox
-            .encrypt(&nonce, plaintext)
-            .map_err(|_| EncryptError)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ciphertext);
-        Ok(STANDARD.encode(out))
+        seal_with(&self.outbox, plaintext)
     }
 
     pub fn open(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let raw = STANDARD.decode(sealed).map_err(|_| SealError)?;
-        if raw.len() < 24 {
-            return Err(SealError);
-        }
-        let (nonce, ciphertext) = raw.split_at(24);
-        self.outbox
-            .decrypt(nonce.into(), ciphertext)
-            .map(Zeroizing::new)
-            .map_err(|_| SealError)
+        open_with(&self.outbox, sealed)
     }
+
+    /// Encrypts a second factor's secret or a ceremony's state for storage, under a key
+    /// of its own.
+    pub fn seal_factor(&self, plaintext: &[u8]) -> Result<String, EncryptError> {
+        seal_with(&self.factors, plaintext)
+    }
+
+    pub fn open_factor(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        open_with(&self.factors, sealed)
+    }
+}
+
+/// base64(nonce ‖ ciphertext) of `plaintext` under `cipher`.
+fn seal_with(cipher: &XChaCha20Poly1305, plaintext: &[u8]) -> Result<String, EncryptError> {
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(&nonce, plaintext)
+        .map_err(|_| EncryptError)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ciphertext);
+    Ok(STANDARD.encode(out))
+}
+
+fn open_with(cipher: &XChaCha20Poly1305, sealed: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let raw = STANDARD.decode(sealed).map_err(|_| SealError)?;
+    if raw.len() < 24 {
+        return Err(SealError);
+    }
+    let (nonce, ciphertext) = raw.split_at(24);
+    cipher
+        .decrypt(nonce.into(), ciphertext)
+        .map(Zeroizing::new)
+        .map_err(|_| SealError)
 }
 
 #[cfg(test)]

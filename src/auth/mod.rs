@@ -3,17 +3,21 @@
 //! keys, opaque tokens, device cookies, proven channels, finding a user by identifier.
 
 pub mod account;
+pub mod code_login;
 pub mod codes;
 pub mod device;
+pub mod factors;
 pub mod keys;
 pub mod login;
 pub mod lookup;
 pub mod ownership;
+pub mod passkey;
 pub mod password;
 pub mod reset;
 pub mod secret;
 pub mod session;
 pub mod token;
+pub mod totp;
 pub mod verification;
 
 use tokio::time::Instant;

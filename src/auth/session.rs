@@ -33,10 +33,13 @@ pub fn touch_every(idle_timeout: Duration) -> i64 {
     (idle_timeout.as_secs() / 4).clamp(1, TOUCH_EVERY_SECS as u64) as i64
 }
 
-/// A live session: its user, and the hash its token is stored under.
+/// A live session: its user, the hash its token is stored under, its assurance level
+/// and when its user last proved themselves.
 pub struct LiveSession {
     pub user: User,
     pub token_hash: String,
+    pub aal: i32,
+    pub proved_at: i64,
 }
 
 /// The live session `token` names at `now`: not expired, used within `idle_timeout`, its
@@ -51,12 +54,14 @@ pub async fn check(
     let idle = idle_timeout.as_secs() as i64;
     // The store refreshes a clock strictly older than the cut-off it is given.
     let touch_before = now - touch_every(idle_timeout) + 1;
-    let user = store
+    let row = store
         .session_user(&hash, now, now - idle, touch_before)
         .await?;
-    Ok(user.map(|user| LiveSession {
-        user,
+    Ok(row.map(|row| LiveSession {
+        user: row.user,
         token_hash: hash,
+        aal: row.aal,
+        proved_at: row.proved_at,
     }))
 }
 

@@ -12,10 +12,10 @@ use serde::{Deserialize, Deserializer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{BodyErrors, RateLimited, Unavailable};
+use super::openapi::{BodyErrors, RateLimited, StepUp, Unavailable};
 use super::MessageBody;
-use crate::auth::account;
 use crate::auth::session::{set_cookie, SESSION_COOKIE};
+use crate::auth::{account, factors};
 use crate::domain::{Email, OtpCode, Password, Phone};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, AuthSession, RequestMeta};
@@ -73,6 +73,7 @@ struct ChangePasswordRequest {
         (status = 401, description = "Wrong current password, or no live session",
             body = ErrorBody, example = json!({"error": "Invalid credentials"})),
         BodyErrors,
+        StepUp,
         RateLimited,
         Unavailable,
     )
@@ -83,6 +84,7 @@ async fn change_password(
     session: AuthSession,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<impl IntoResponse> {
+    factors::step_up(&state, &session)?;
     let current = Password::parse("current_password", req.current_password)?;
     let token = account::change_password(
         &state,
@@ -140,6 +142,7 @@ struct ChangeEmailRequest {
         (status = 401, description = "Wrong current password, or no live session",
             body = ErrorBody, example = json!({"error": "Invalid credentials"})),
         BodyErrors,
+        StepUp,
         RateLimited,
         Unavailable,
     )
@@ -150,6 +153,7 @@ async fn change_email(
     session: AuthSession,
     ApiJson(req): ApiJson<ChangeEmailRequest>,
 ) -> Result<Json<MessageBody>> {
+    factors::step_up(&state, &session)?;
     let new_email = Email::parse(&req.new_email).map_err(|e| e.in_field("new_email"))?;
     let current = Password::parse("current_password", req.current_password)?;
     account::change_email(&state, &session.user, &current, &new_email, &meta).await?;
@@ -240,6 +244,7 @@ struct ChangePhoneRequest {
         (status = 401, description = "Wrong current password, or no live session",
             body = ErrorBody, example = json!({"error": "Invalid credentials"})),
         BodyErrors,
+        StepUp,
         RateLimited,
         Unavailable,
     )
@@ -250,6 +255,7 @@ async fn change_phone(
     session: AuthSession,
     ApiJson(req): ApiJson<ChangePhoneRequest>,
 ) -> Result<Json<MessageBody>> {
+    factors::step_up(&state, &session)?;
     let new_phone = match req.new_phone {
         None => return Err(ApiError::BadRequest("Missing field: new_phone".into())),
         Some(raw) => match raw.as_deref().map(str::trim) {
@@ -340,6 +346,7 @@ struct DeleteRequest {
         (status = 401, description = "Wrong current password, or no live session",
             body = ErrorBody, example = json!({"error": "Invalid credentials"})),
         BodyErrors,
+        StepUp,
         RateLimited,
         Unavailable,
     )
@@ -350,6 +357,7 @@ async fn delete_me(
     session: AuthSession,
     ApiJson(req): ApiJson<DeleteRequest>,
 ) -> Result<impl IntoResponse> {
+    factors::step_up(&state, &session)?;
     let current = Password::parse("current_password", req.current_password)?;
     account::delete(&state, &session.user, &current, &meta).await?;
     let clear = set_cookie(

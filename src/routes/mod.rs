@@ -4,8 +4,10 @@
 mod account;
 mod health;
 mod login;
+mod mfa;
 mod middleware;
 mod openapi;
+mod passkey;
 mod recovery;
 mod register;
 mod session;
@@ -18,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use session::rfc3339;
 
 /// The public router with every middleware, ready to serve. A plain function so tests
 /// can drive it without a socket.
@@ -38,6 +41,8 @@ pub fn router() -> Router<AppState> {
         .merge(recovery::router())
         .merge(verification::router())
         .merge(account::router())
+        .merge(mfa::router())
+        .merge(passkey::router())
         .merge(health::router());
     openapi::serve(api)
         .fallback(|| async { ApiError::NotFound })

@@ -64,13 +64,16 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
             with the same error body. A 500 body never shows internals.",
         license(name = "MIT"),
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, ReauthBody)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "accounts", description = "Registration, login and sessions"),
         (name = "recovery", description = "Password recovery by one-time code"),
         (name = "self-service", description = "What a signed-in user does to their own account: \
             change the password, email or phone, see and end sessions, delete the account"),
+        (name = "second factors", description = "TOTP, recovery codes and passkeys: enrolling \
+            them, the second step of a login, signing in with a passkey or a code, and \
+            re-authenticating for sensitive changes"),
         (name = "operations", description = "Health, readiness and this document (metrics and \
             the detailed readiness report are on the operations listener)"),
     )
@@ -230,6 +233,27 @@ pub(super) enum RateLimited {
         example = json!({"error": "Too many requests; try again in 12 seconds"})
     )]
     TooManyRequests(ErrorBody),
+}
+
+/// The body of the 403 a sensitive change answers without a recent proof.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ReauthBody {
+    error: String,
+    /// Always true: call `POST /reauthenticate`, then repeat the request.
+    reauth_required: bool,
+}
+
+/// 403: step-up.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum StepUp {
+    /// The session's user last proved themselves longer ago than REAUTH_MAX_AGE, or only
+    /// with one factor on an account that has two: `POST /reauthenticate` first.
+    #[response(
+        status = 403,
+        example = json!({"error": "Re-authentication required", "reauth_required": true})
+    )]
+    ReauthRequired(ReauthBody),
 }
 
 /// 503, with `Retry-After`.

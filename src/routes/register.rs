@@ -173,6 +173,9 @@ async fn register(
                 disabled_at: None,
                 email_verified: false,
                 phone_verified: false,
+                totp_enabled: false,
+                passkey_count: 0,
+                recovery_codes_left: 0,
             };
             let mut channels = vec![Channel::Email];
             if user.phone.is_some() {

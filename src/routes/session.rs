@@ -38,7 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     "phone": "+1234567890",
     "created_at": "2026-11-24T06:03:11Z",
     "email_verified": true,
-    "phone_verified": false
+    "phone_verified": false,
+    "mfa": {"totp": true, "passkeys": 1, "recovery_codes_left": 9}
 }))]
 struct Me {
     id: i64,
@@ -54,6 +55,18 @@ struct Me {
     email_verified: bool,
     /// The phone, as it is now, has been proven by a code sent to it (false without one).
     phone_verified: bool,
+    /// The account's second factors.
+    mfa: MfaSummary,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct MfaSummary {
+    /// An authenticator app (TOTP) is enabled.
+    totp: bool,
+    /// How many passkeys are registered.
+    passkeys: i32,
+    /// How many unused recovery codes are left.
+    recovery_codes_left: i32,
 }
 
 /// The account of the session.
@@ -81,11 +94,16 @@ async fn me(session: AuthSession) -> Json<Me> {
         created_at: rfc3339(u.created_at),
         email_verified: u.email_verified,
         phone_verified: u.phone_verified,
+        mfa: MfaSummary {
+            totp: u.totp_enabled,
+            passkeys: u.passkey_count,
+            recovery_codes_left: u.recovery_codes_left,
+        },
     })
 }
 
 /// Unix seconds as RFC 3339, UTC.
-fn rfc3339(t: i64) -> String {
+pub(super) fn rfc3339(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -153,6 +171,12 @@ struct SessionView {
     user_agent: Option<String>,
     /// This is the session the request was made with.
     current: bool,
+    /// The session's assurance level: `aal1` (a password or a code), `aal2` (with a
+    /// second factor, or a passkey).
+    aal: &'static str,
+    /// When the user last proved themselves on it (the login, or a re-authentication);
+    /// RFC 3339, UTC.
+    authenticated_at: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -163,7 +187,9 @@ struct SessionView {
     "expires_at": "2026-11-24T18:03:11Z",
     "ip": "203.0.113.7",
     "user_agent": "Mozilla/5.0",
-    "current": true
+    "current": true,
+    "aal": "aal2",
+    "authenticated_at": "2026-11-24T06:03:11Z"
 }]}))]
 struct SessionList {
     /// Newest first.
@@ -211,6 +237,8 @@ async fn list_sessions(
             ip: s.ip,
             user_agent: s.user_agent,
             current: s.current,
+            aal: if s.aal >= 2 { "aal2" } else { "aal1" },
+            authenticated_at: rfc3339(s.proved_at),
         })
         .collect();
     Ok(Json(SessionList { sessions }))

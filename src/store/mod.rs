@@ -13,7 +13,7 @@ mod sql;
 pub mod sqlite;
 mod sqlite_inline;
 
-pub use sql::{Dialect, SqlStore};
+pub use sql::{Dialect, FactorStore, SqlStore};
 
 use std::sync::Arc;
 
@@ -144,6 +144,20 @@ pub struct User {
     pub email_verified: bool,
     /// The phone has been proven, as it is now.
     pub phone_verified: bool,
+    /// A confirmed TOTP authenticator.
+    pub totp_enabled: bool,
+    /// How many passkeys the user has registered.
+    pub passkey_count: i32,
+    /// How many unused recovery codes the user has.
+    pub recovery_codes_left: i32,
+}
+
+impl User {
+    /// Whether a password (or a code) alone is not enough to sign in: the account has a
+    /// TOTP authenticator or a passkey.
+    pub fn has_second_factor(&self) -> bool {
+        self.totp_enabled || self.passkey_count > 0
+    }
 }
 
 /// One security event for the audit trail. A store method that makes a change takes the
@@ -202,6 +216,11 @@ pub struct SessionRow {
     pub user: User,
     pub session_id: i64,
     pub last_seen_at: i64,
+    /// The session's assurance level: 1 (a password or a code), 2 (with a second factor).
+    pub aal: i32,
+    /// When the user last proved themselves on this session (its login, or a
+    /// re-authentication).
+    pub proved_at: i64,
 }
 
 pub struct NewUser<'a> {
@@ -219,6 +238,11 @@ pub struct NewSession<'a> {
     pub public_id: &'a str,
     pub ip: Option<&'a str>,
     pub user_agent: Option<&'a str>,
+    /// The assurance level of the login that opens it (1 or 2).
+    pub aal: i32,
+    /// The challenge the login used up (an `mfa_token`, a passkey ceremony), deleted in
+    /// the same transaction: if it is already gone, no session opens.
+    pub challenge: Option<i64>,
     pub now: i64,
     pub expires_at: i64,
 }
@@ -234,6 +258,8 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
     /// The session the listing was asked with.
     pub current: bool,
+    pub aal: i32,
+    pub proved_at: i64,
 }
 
 /// A message for the outbox, its payload already encrypted.
@@ -270,6 +296,85 @@ pub struct PasswordChange<'a> {
     pub new_token_hash: &'a str,
     pub sign_out_others: bool,
     pub now: i64,
+}
+
+/// A change to a user's second factors: `Store::change_factors`. Each keeps the counts
+/// on the user row (`totp_enabled`, `passkey_count`, `recovery_codes_left`) true in the
+/// same transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum FactorChange<'a> {
+    /// Stores a new TOTP secret (sealed), waiting for its first code; replaces an earlier
+    /// enrolment not yet confirmed. False when the user has a confirmed one.
+    TotpBegin { secret: &'a str },
+    /// Confirms the waiting enrolment with the code of time step `step` (taken, so it
+    /// cannot be used again) and replaces the recovery codes with `recovery`.
+    TotpConfirm { step: i64, recovery: &'a [String] },
+    /// Removes TOTP (and the recovery codes, if no factor is left).
+    TotpRemove,
+    /// Replaces the recovery codes with these hashes.
+    RecoveryReplace { recovery: &'a [String] },
+    /// Uses the unused recovery code with this hash; false when there is none such.
+    RecoveryUse { hash: &'a str },
+    /// Adds a passkey.
+    PasskeyAdd { passkey: &'a NewPasskey<'a> },
+    /// Removes the user's passkey with this public id (and the recovery codes, if no
+    /// factor is left); false when they have none such.
+    PasskeyRemove { public_id: &'a str },
+    /// An operator's reset (`gatehouse user reset-mfa`): removes every factor and
+    /// recovery code and ends every session.
+    ResetAll,
+}
+
+/// A passkey to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPasskey<'a> {
+    pub public_id: &'a str,
+    pub credential_key: &'a str,
+    pub credential: &'a str,
+    pub name: &'a str,
+}
+
+/// A passkey as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasskeyRecord {
+    pub public_id: String,
+    pub user_id: UserId,
+    pub credential: String,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A user's TOTP secret as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TotpRecord {
+    /// Sealed under the server secret.
+    pub secret: String,
+    pub confirmed_at: Option<i64>,
+}
+
+/// Short-lived server-side state the client holds a handle to: `Store::create_challenge`.
+pub struct NewChallenge<'a> {
+    pub token_hash: &'a str,
+    /// `mfa` (between a first factor and the second), `passkey_register`, `passkey_login`.
+    pub kind: &'a str,
+    pub user_id: Option<UserId>,
+    /// What the challenge is bound to (an `mfa_token`: the proof that earned it).
+    pub binding: Option<&'a str>,
+    /// A ceremony's state (sealed).
+    pub state: Option<&'a str>,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+/// A live challenge as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Challenge {
+    pub id: i64,
+    pub user_id: Option<UserId>,
+    pub binding: Option<String>,
+    pub state: Option<String>,
+    pub attempts: i32,
 }
 
 /// A claimed outbox message: this instance owns it until `locked_until`.
@@ -366,7 +471,7 @@ pub struct NewResetToken<'a> {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: FactorStore + Send + Sync + 'static {
     /// Stores `candidate` as the server secret unless one is stored already, and returns
     /// the stored one: every instance on a database ends up with the same secret.
     async fn server_secret(&self, candidate: &str) -> StoreResult<String>;
@@ -392,12 +497,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     /// Opens a session and records `event` (the login that opened it) in one commit: a
-    /// session never exists without its audit record, and a login costs one flush.
+    /// session never exists without its audit record, and a login costs one flush. Uses up
+    /// `session.challenge` in the same commit; false (and nothing written) when it was
+    /// used already.
     async fn create_session(
         &self,
         session: &NewSession<'_>,
         event: &AuditEvent<'_>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+
+    /// Records that the session's user proved themselves at `now`, at level `aal` (a
+    /// session's level never goes down); false when the session is gone.
+    async fn prove_session(&self, token_hash: &str, aal: i32, now: i64) -> StoreResult<bool>;
 
     /// The user behind a live session (not past `expires_at`, used since `idle_cutoff`,
     /// user not disabled). Records the use when the last one is older than `touch_before`.
@@ -407,7 +518,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         idle_cutoff: i64,
         touch_before: i64,
-    ) -> StoreResult<Option<User>>;
+    ) -> StoreResult<Option<SessionRow>>;
 
     /// Ends a session, recording `events` if it existed, in one transaction.
     async fn delete_session(&self, token_hash: &str, events: &[AuditEvent<'_>]) -> StoreResult<()>;

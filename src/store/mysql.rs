@@ -46,13 +46,16 @@ impl Dialect for MySql {
     const USER_COLUMNS: &'static str = "u.id, u.username, u.email, \
         CONVERT(u.phone USING utf8mb4) AS phone, \
         CONVERT(u.password_hash USING utf8mb4) AS password_hash, u.created_at, u.disabled_at, \
-        {verified}";
+        {verified}, {factors}";
     const CODE_HASH: &'static str = "CONVERT(c.code_hash USING utf8mb4) AS code_hash";
     /// These have the table's default collation, but a server whose default utf8mb4
     /// collation is binary would make sqlx take them for VARBINARY (see the module doc);
     /// CONVERT makes them decode as String either way.
     const AUDIT_TEXT: &'static str = "CONVERT(a.event USING utf8mb4) AS event, \
         CONVERT(a.ip USING utf8mb4) AS ip, CONVERT(a.user_agent USING utf8mb4) AS user_agent";
+    /// Binary-collated text decodes as a String only through CONVERT (see the module doc).
+    const TEXT_OPEN: &'static str = "CONVERT(";
+    const TEXT_CLOSE: &'static str = " USING utf8mb4)";
     /// A plain FOR UPDATE: InnoDB has no weaker write lock.
     const LOCK_ROW: &'static str = " FOR UPDATE";
     /// Not INSERT IGNORE: that would also turn strict mode's errors (a value too long,

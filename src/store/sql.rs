@@ -40,7 +40,7 @@ pub trait Dialect: Database + Sized {
     const NUMBERED: bool = false;
     /// `{user}`: the `User` columns of `users u`.
     const USER_COLUMNS: &'static str = "u.id, u.username, u.email, u.phone, u.password_hash, \
-        u.created_at, u.disabled_at, {verified}";
+        u.created_at, u.disabled_at, {verified}, {factors}";
     /// `{code_hash}`: the hash column of `otp_codes c`.
     const CODE_HASH: &'static str = "c.code_hash";
     /// `{audit}`: the text columns of `audit_events a`.
@@ -70,6 +70,10 @@ pub trait Dialect: Database + Sized {
             WHERE user_id = u.id AND used_at IS NULL AND expires_at > ? AND purpose = ?
             ORDER BY id DESC LIMIT 1)
         WHERE u.{column} = ?";
+    /// `{t}column{/t}`: a text column that may have a binary collation, read as text (the
+    /// default: as it is).
+    const TEXT_OPEN: &'static str = "";
+    const TEXT_CLOSE: &'static str = "";
     /// How a write transaction begins, when not with a plain `BEGIN`.
     const BEGIN: Option<&'static str> = None;
 
@@ -110,6 +114,10 @@ pub trait Dialect: Database + Sized {
 /// the proven address kept beside each (`prove`) equals it.
 const VERIFIED: &str = "COALESCE(u.email_proof = u.email_norm, FALSE) AS email_verified,
     COALESCE(u.phone_proof = u.phone, FALSE) AS phone_verified";
+
+/// `{factors}`: what the user's second factors are, kept on the user row
+/// (`Store::change_factors`): read with the user at no cost.
+const FACTORS: &str = "u.totp_enabled, u.passkey_count, u.recovery_codes_left";
 
 /// A statement written once, and its expansion for each dialect, made on first use.
 pub struct Sql {
@@ -176,6 +184,9 @@ macro_rules! exec {
     };
 }
 
+mod factors;
+pub use factors::FactorStore;
+
 /// `template` with the dialect's pieces filled in and its placeholders numbered if need be.
 pub fn expand<DB: Dialect>(template: &str) -> String {
     let mut sql = template.to_owned();
@@ -183,6 +194,7 @@ pub fn expand<DB: Dialect>(template: &str) -> String {
         ("{user_with_live_code}", DB::USER_WITH_LIVE_CODE),
         ("{user}", DB::USER_COLUMNS),
         ("{verified}", VERIFIED),
+        ("{factors}", FACTORS),
         ("{code_hash}", DB::CODE_HASH),
         ("{audit}", DB::AUDIT_TEXT),
         ("{lock}", DB::LOCK_ROW),
@@ -190,6 +202,8 @@ pub fn expand<DB: Dialect>(template: &str) -> String {
         ("{secret_matches}", DB::SECRET_MATCHES),
         ("{returning_id}", DB::RETURNING_ID),
         ("{purge_audit}", DB::PURGE_AUDIT),
+        ("{t}", DB::TEXT_OPEN),
+        ("{/t}", DB::TEXT_CLOSE),
     ] {
         sql = sql.replace(marker, piece);
     }
@@ -318,15 +332,16 @@ where
         tx: &mut DB::Connection,
         user_id: UserId,
         now: i64,
-        purposes: Option<[&str; 2]>,
+        purposes: Option<[&str; 3]>,
     ) -> Result<(), sqlx::Error> {
         exec!(&mut *tx, "UPDATE reset_tokens SET used_at = ?
             WHERE user_id = ? AND used_at IS NULL"; now, user_id);
         match purposes {
             None => exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
                 WHERE user_id = ? AND used_at IS NULL"; now, user_id),
-            Some([a, b]) => exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
-                WHERE user_id = ? AND used_at IS NULL AND purpose IN (?, ?)"; now, user_id, a, b),
+            Some([a, b, c]) => exec!(&mut *tx, "UPDATE otp_codes SET used_at = ?
+                WHERE user_id = ? AND used_at IS NULL AND purpose IN (?, ?, ?)";
+                now, user_id, a, b, c),
         };
         Ok(())
     }
@@ -507,15 +522,23 @@ where
         Ok(n == 1)
     }
 
-    async fn create_session(&self, s: &NewSession<'_>, e: &AuditEvent<'_>) -> StoreResult<()> {
+    async fn create_session(&self, s: &NewSession<'_>, e: &AuditEvent<'_>) -> StoreResult<bool> {
         retry::<DB, _, _, _>(|| async move {
             let mut tx = self.begin().await?;
+            if let Some(id) = s.challenge {
+                if exec!(&mut *tx, "DELETE FROM challenges WHERE id = ?"; id) != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
             exec!(&mut *tx, "INSERT INTO sessions (token_hash, public_id, user_id, ip, user_agent,
-                    created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+                    created_at, last_seen_at, expires_at, aal, proved_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
                 s.token_hash, s.public_id, s.user_id, s.ip, s.user_agent, s.now, s.now,
-                s.expires_at);
+                s.expires_at, i64::from(s.aal), s.now);
             Self::insert_audit(&mut *tx, e, None).await?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok(true)
         })
         .await
     }
@@ -526,9 +549,9 @@ where
         now: i64,
         idle_cutoff: i64,
         touch_before: i64,
-    ) -> StoreResult<Option<User>> {
+    ) -> StoreResult<Option<SessionRow>> {
         let sql = sql!(
-            "SELECT {user}, s.id AS session_id, s.last_seen_at
+            "SELECT {user}, s.id AS session_id, s.last_seen_at, s.aal, s.proved_at
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_seen_at > ?
                AND u.disabled_at IS NULL"
@@ -558,7 +581,7 @@ where
             })
             .await?;
         }
-        Ok(Some(row.user))
+        Ok(Some(row))
     }
 
     async fn delete_session(&self, token_hash: &str, events: &[AuditEvent<'_>]) -> StoreResult<()> {
@@ -570,6 +593,18 @@ where
             tx.commit().await
         })
         .await
+    }
+
+    async fn prove_session(&self, token_hash: &str, aal: i32, now: i64) -> StoreResult<bool> {
+        let aal = i64::from(aal);
+        let n = self
+            .execute(|| {
+                bound!(query, "UPDATE sessions
+                    SET aal = CASE WHEN aal > ? THEN aal ELSE ? END, proved_at = ?
+                    WHERE token_hash = ?"; aal, aal, now, token_hash)
+            })
+            .await?;
+        Ok(n == 1)
     }
 
     async fn issue_code(
@@ -804,6 +839,7 @@ where
         let mut n = 0;
         for (statement, bound) in [
             (sql!("DELETE FROM sessions WHERE expires_at <= ?"), now),
+            (sql!("DELETE FROM challenges WHERE expires_at <= ?"), now),
             (
                 sql!("DELETE FROM otp_codes WHERE expires_at <= ? OR used_at IS NOT NULL"),
                 now,
@@ -891,7 +927,7 @@ where
         // From the writer: a session opened or revoked a moment ago is listed as it is.
         Ok(
             bound!(query_as, "SELECT s.public_id, s.created_at, s.last_seen_at, s.expires_at,
-                s.ip, s.user_agent, s.token_hash = ? AS current
+                s.ip, s.user_agent, s.token_hash = ? AS current, s.aal, s.proved_at
             FROM sessions s
             WHERE s.user_id = ? AND s.expires_at > ? AND s.last_seen_at > ?
             ORDER BY s.created_at DESC, s.id DESC";
@@ -980,15 +1016,25 @@ where
                         exec!(&mut *tx, "UPDATE users SET email = ?, email_norm = ?,
                             email_proof = NULL, updated_at = ? WHERE id = ?";
                             email, key, now, user_id);
-                        Self::kill_codes(&mut tx, user_id, now, Some(["reset", "verify_email"]))
-                            .await?;
+                        Self::kill_codes(
+                            &mut tx,
+                            user_id,
+                            now,
+                            Some(["reset", "verify_email", "login_email"]),
+                        )
+                        .await?;
                         Self::prove(&mut tx, user_id, "email", now).await?
                     }
                     AccountChange::Phone { phone } => {
                         exec!(&mut *tx, "UPDATE users SET phone = ?, phone_proof = NULL,
                             updated_at = ? WHERE id = ?"; phone, now, user_id);
-                        Self::kill_codes(&mut tx, user_id, now, Some(["reset", "verify_phone"]))
-                            .await?;
+                        Self::kill_codes(
+                            &mut tx,
+                            user_id,
+                            now,
+                            Some(["reset", "verify_phone", "login_sms"]),
+                        )
+                        .await?;
                         match phone {
                             Some(_) => Self::prove(&mut tx, user_id, "sms", now).await?,
                             None => {
@@ -1032,6 +1078,10 @@ where
                 sql!("DELETE FROM otp_codes WHERE user_id = ?"),
                 sql!("DELETE FROM reset_tokens WHERE user_id = ?"),
                 sql!("DELETE FROM proven_channels WHERE user_id = ?"),
+                sql!("DELETE FROM totp_secrets WHERE user_id = ?"),
+                sql!("DELETE FROM recovery_codes WHERE user_id = ?"),
+                sql!("DELETE FROM passkeys WHERE user_id = ?"),
+                sql!("DELETE FROM challenges WHERE user_id = ?"),
                 sql!("DELETE FROM users WHERE id = ?"),
             ] {
                 sqlx::query(statement)

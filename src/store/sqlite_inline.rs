@@ -90,6 +90,9 @@ pub fn user(row: &Row<'_>) -> rusqlite::Result<User> {
         disabled_at: row.get(6)?,
         email_verified: row.get(7)?,
         phone_verified: row.get(8)?,
+        totp_enabled: row.get(9)?,
+        passkey_count: row.get(10)?,
+        recovery_codes_left: row.get(11)?,
     })
 }
 
@@ -99,6 +102,8 @@ pub fn session(row: &Row<'_>) -> rusqlite::Result<SessionRow> {
         user: user(row)?,
         session_id: row.get("session_id")?,
         last_seen_at: row.get("last_seen_at")?,
+        aal: row.get("aal")?,
+        proved_at: row.get("proved_at")?,
     })
 }
 

@@ -58,6 +58,8 @@ impl InProcess {
         let Command::Serve(settings) = cli.command else {
             unreachable!("parsed a serve command")
         };
+        let webauthn =
+            Arc::new(gatehouse::auth::passkey::relying_party(&settings.factors).unwrap());
         let state = AppState {
             store: gatehouse::store::connect(&settings.database).await.unwrap(),
             hasher: Arc::new(PasswordHasher::new(&settings.hashing).unwrap()),
@@ -68,6 +70,7 @@ impl InProcess {
             outbox_heartbeat: Arc::new(AtomicI64::new(now())),
             background: Default::default(),
             background_slots: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_SLOTS)),
+            webauthn,
         };
         InProcess {
             router: gatehouse::startup::app(state),

@@ -32,6 +32,34 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/sessions"),
     ("DELETE", "/sessions"),
     ("DELETE", "/sessions/{id}"),
+    ("POST", "/login/mfa"),
+    ("POST", "/login/mfa/passkey/start"),
+    ("POST", "/login/code/request"),
+    ("POST", "/login/code"),
+    ("POST", "/mfa/totp/setup"),
+    ("POST", "/mfa/totp/confirm"),
+    ("DELETE", "/mfa/totp"),
+    ("POST", "/mfa/recovery-codes"),
+    ("POST", "/reauthenticate"),
+    ("POST", "/reauthenticate/passkey/start"),
+    ("POST", "/passkeys/register/start"),
+    ("POST", "/passkeys/register/finish"),
+    ("GET", "/passkeys"),
+    ("DELETE", "/passkeys/{id}"),
+    ("POST", "/passkeys/login/start"),
+    ("POST", "/passkeys/login/finish"),
+];
+
+/// Second-factor routes that read a JSON body.
+const FACTORS_WITH_BODY: &[&str] = &[
+    "/login/mfa",
+    "/login/code/request",
+    "/login/code",
+    "/mfa/totp/confirm",
+    "/mfa/totp",
+    "/reauthenticate",
+    "/passkeys/register/finish",
+    "/passkeys/login/finish",
 ];
 
 /// The self-service routes that read a JSON body (POST; `DELETE /me` reads one too, but
@@ -76,6 +104,9 @@ const RATE_LIMITED: &[&str] = &[
 /// Success responses that set or clear a cookie.
 const SETS_COOKIE: &[&str] = &[
     "/login",
+    "/login/mfa",
+    "/login/code",
+    "/passkeys/login/finish",
     "/logout",
     "/validate-otp",
     "/reset-password",
@@ -140,7 +171,8 @@ fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
 
 #[tokio::test]
 async fn the_document_is_openapi_3_1_and_lists_exactly_the_served_routes() {
-    let app = TestApp::spawn().await;
+    // Sign-in by code is documented always; its routes answer 404 only while it is off.
+    let app = TestApp::spawn_with(&[("CODE_LOGIN", "true")]).await;
     let doc = document(&app).await;
 
     let version = doc["openapi"].as_str().unwrap_or_default();
@@ -224,12 +256,22 @@ async fn every_response_error_header_and_security_scheme_is_documented() {
                     "{method} {path} {status}: Retry-After"
                 );
             }
-            // Every error but /readyz's own 503 is the one error body.
+            // Every error but /readyz's own 503 is the one error body, or one that extends
+            // it: the 401 asking for a second factor, the 403 asking for a fresh proof.
             if status.starts_with('4') || (status.starts_with('5') && *path != "/readyz") {
                 let schema = &response["content"]["application/json"]["schema"];
+                let expected = match (*path, status.as_str()) {
+                    ("/login" | "/login/code", "401") => "#/components/schemas/MfaRequired",
+                    (_, "403") if schema["$ref"] != "#/components/schemas/ErrorBody" => {
+                        "#/components/schemas/ReauthBody"
+                    }
+                    _ => "#/components/schemas/ErrorBody",
+                };
+                assert_eq!(schema["$ref"], expected, "{method} {path} {status}: error body");
+                let extended = resolve(&doc, schema);
                 assert_eq!(
-                    schema["$ref"], "#/components/schemas/ErrorBody",
-                    "{method} {path} {status}: error body"
+                    extended["properties"]["error"]["type"], "string",
+                    "{method} {path} {status}: `error` is in every error body"
                 );
             }
             // Every schema reference resolves.
@@ -238,7 +280,10 @@ async fn every_response_error_header_and_security_scheme_is_documented() {
             }
         }
 
-        if WITH_BODY.contains(path) || SELF_SERVICE_WITH_BODY.contains(path) {
+        if WITH_BODY.contains(path)
+            || SELF_SERVICE_WITH_BODY.contains(path)
+            || FACTORS_WITH_BODY.contains(path)
+        {
             let body = resolve(&doc, &op["requestBody"]);
             assert_eq!(body["required"], true, "{path}: request body required");
             let schema = resolve(&doc, &body["content"]["application/json"]["schema"]);
@@ -247,7 +292,7 @@ async fn every_response_error_header_and_security_scheme_is_documented() {
                 assert!(documented.contains(status), "{path}: {status}");
             }
         }
-        if RATE_LIMITED.contains(path) {
+        if RATE_LIMITED.contains(path) || op["tags"][0] == "second factors" {
             assert!(documented.contains("429"), "{path}: 429");
         }
         if SETS_COOKIE.contains(path) {

@@ -425,11 +425,22 @@ contract_tests![
     deleting_a_user_removes_all_of_theirs_keeps_an_anonymous_trail_and_frees_the_names,
     ten_concurrent_confirmations_with_one_code_make_one_change,
     ten_concurrent_password_changes_from_one_session_make_one,
+    totp_turns_on_only_by_its_confirmation_and_a_time_step_is_taken_once,
+    twenty_concurrent_uses_of_one_time_step_take_it_once,
+    twenty_concurrent_uses_of_one_recovery_code_succeed_once,
+    passkeys_are_counted_unique_per_credential_and_removed_only_by_their_owner,
+    recovery_codes_go_with_the_last_factor,
+    an_operators_reset_removes_every_factor_and_ends_every_session,
+    a_challenge_lives_until_it_expires_and_is_used_up_once,
+    twenty_concurrent_attempts_on_a_challenge_allowing_five_take_exactly_five,
+    a_session_opened_with_a_challenge_uses_it_up_and_records_its_level,
 ];
 
 // ---------------------------------------------------------------------------------------
 // The contracts
 // ---------------------------------------------------------------------------------------
+
+mod factors;
 
 mod contract {
     use std::collections::HashSet;
@@ -446,8 +457,10 @@ mod contract {
 
     use super::Raw;
 
+    pub use super::factors::*;
+
     /// An arbitrary fixed "now"; every time in these tests is relative to it.
-    const T0: i64 = 1_700_000_000;
+    pub(super) const T0: i64 = 1_700_000_000;
     const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
 
     fn username(s: &str) -> Username {
@@ -512,13 +525,13 @@ mod contract {
     }
 
     /// A user named `name` with address `name@example.com` and no phone.
-    async fn user(store: &Arc<dyn Store>, name: &str) -> UserId {
+    pub(super) async fn user(store: &Arc<dyn Store>, name: &str) -> UserId {
         create(store, name, &format!("{name}@example.com"), None)
             .await
             .unwrap()
     }
 
-    async fn session(
+    pub(super) async fn session(
         store: &Arc<dyn Store>,
         user_id: UserId,
         token: &str,
@@ -533,6 +546,8 @@ mod contract {
                     public_id: &format!("pub-{}", token),
                     ip: None,
                     user_agent: None,
+                    aal: 1,
+                    challenge: None,
                     now,
                     expires_at,
                 },
@@ -542,7 +557,7 @@ mod contract {
             .unwrap();
     }
 
-    fn login_event(user_id: UserId, at: i64) -> AuditEvent<'static> {
+    pub(super) fn login_event(user_id: UserId, at: i64) -> AuditEvent<'static> {
         AuditEvent {
             user_id: Some(user_id),
             event: "login_succeeded",
@@ -553,7 +568,7 @@ mod contract {
     }
 
     /// Whether the session is live at `now` with a wide idle window and no touch.
-    async fn live(store: &Arc<dyn Store>, token: &str, now: i64) -> bool {
+    pub(super) async fn live(store: &Arc<dyn Store>, token: &str, now: i64) -> bool {
         store
             .session_user(token, now, i64::MIN, i64::MIN)
             .await
@@ -905,7 +920,7 @@ mod contract {
             .session_user("tok-a", T0 + 999, T0 - 1, T0 - 1)
             .await
             .unwrap();
-        let found = found.expect("a live session finds its user");
+        let found = found.expect("a live session finds its user").user;
         assert_eq!((found.id, found.username.as_str()), (alice, "alice"));
         // Both bounds are exclusive: expired at expires_at, idle at last_seen_at.
         assert!(store
@@ -979,6 +994,8 @@ mod contract {
                     public_id: &format!("pub-{}", "tok-a"),
                     ip: None,
                     user_agent: None,
+                    aal: 1,
+                    challenge: None,
                     now: T0 + 1,
                     expires_at: T0 + 1000,
                 },
@@ -992,7 +1009,11 @@ mod contract {
 
     /// An audit event of `event` for `user_id` (or, for a new user, whoever it turns out
     /// to be) at `at`.
-    fn event(event: &'static str, user_id: Option<UserId>, at: i64) -> AuditEvent<'static> {
+    pub(super) fn event(
+        event: &'static str,
+        user_id: Option<UserId>,
+        at: i64,
+    ) -> AuditEvent<'static> {
         AuditEvent {
             user_id,
             event,
@@ -2123,7 +2144,7 @@ mod contract {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(back.id, alice);
+        assert_eq!(back.user.id, alice);
         // Enabling an enabled user is no error: the user exists.
         assert!(store.set_disabled(bob, None, &[]).await.unwrap());
         assert!(live(&store, "sess-bob", T0 + 9).await);

@@ -193,7 +193,7 @@ fn tail(s: &str, max: usize) -> &str {
 // The server under test
 // ---------------------------------------------------------------------------------------
 
-const RATE_LIMIT_VARS: [&str; 20] = [
+const RATE_LIMIT_VARS: [&str; 24] = [
     "RATE_FORGOT_PER_ACCOUNT",
     "RATE_FORGOT_PER_IP",
     "RATE_CODES_PER_ACCOUNT",
@@ -211,6 +211,10 @@ const RATE_LIMIT_VARS: [&str; 20] = [
     "RATE_VERIFY_PER_IP",
     "RATE_ACCOUNT_PER_USER",
     "RATE_ACCOUNT_PER_IP",
+    "RATE_MFA_PER_ACCOUNT",
+    "RATE_MFA_PER_IP",
+    "RATE_LOGIN_CODE_PER_ACCOUNT",
+    "RATE_LOGIN_CODE_PER_IP",
     "SMS_BUDGET_PER_HOUR",
     "SMS_BUDGET_PER_DAY",
     "SMS_BUDGET_PER_PREFIX",
