@@ -487,8 +487,9 @@ pub struct LimitSettings {
 
     /// Second-factor checks (a TOTP or recovery code, a passkey assertion) per account,
     /// at login, on re-authentication and on factor changes: an atomic budget, shared by
-    /// every instance through Redis.
-    #[arg(long, env = "RATE_MFA_PER_ACCOUNT", default_value = "10/5m")]
+    /// every instance through Redis, cleared by a success; when it is spent the owner is
+    /// told.
+    #[arg(long, env = "RATE_MFA_PER_ACCOUNT", default_value = "10/1h")]
     pub mfa_per_account: Rule,
 
     /// Second-factor checks and passkey ceremonies per client IP.

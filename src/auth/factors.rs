@@ -77,17 +77,59 @@ pub fn step_up(state: &AppState, session: &AuthSession) -> Result<()> {
     }
 }
 
-/// Spends one second-factor attempt of the client IP and of the account.
+/// At most one "someone is guessing your second factor" notice a day per account.
+const GUESSING_NOTICE: crate::config::Rule = crate::config::Rule {
+    count: 1,
+    period: std::time::Duration::from_secs(24 * 3600),
+};
+
+/// Spends one second-factor attempt of the client IP and of the account. When the
+/// account's budget is spent, its owner is told (once a day): whoever is guessing has
+/// their password.
 pub async fn spend_attempt(state: &AppState, user: &User, meta: &RequestMeta) -> Result<()> {
     let limits = &state.settings.limits;
     limit::spend(&*state.limiter, &limits.mfa_per_ip, "mfa:ip", &meta.ip_key).await?;
-    limit::spend(
+    let spent = limit::spend(
         &*state.limiter,
         &limits.mfa_per_account,
         "mfa:account",
         &user.id.to_string(),
     )
-    .await
+    .await;
+    if spent.is_err() {
+        tracing::warn!(
+            user_id = user.id,
+            "second factor refused: the account's budget of attempts is spent"
+        );
+        warn_owner(state, user).await;
+    }
+    spent
+}
+
+/// Tells the owner that someone with their password is failing the second factor.
+async fn warn_owner(state: &AppState, user: &User) {
+    if state
+        .limiter
+        .check(&GUESSING_NOTICE, &format!("notice:mfa-guessing:{}", user.id))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let notice = account::email_to(
+        user,
+        "Someone is trying to sign in to your account",
+        format!(
+            "Someone who knows the password of your account {} is entering wrong \
+             second-factor codes. Further tries are refused for now.\n\n\
+             If this is not you, change your password now: that also ends every sign-in \
+             waiting for its second factor.",
+            user.username
+        ),
+    );
+    if let Err(e) = crate::auth::codes::notify(state, &notice, Some(user.id)).await {
+        tracing::warn!(user_id = user.id, error = %e, "second-factor guessing notice not queued");
+    }
 }
 
 /// After a right second factor, the account's attempts start afresh.

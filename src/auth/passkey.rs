@@ -369,8 +369,9 @@ async fn verify_assertion(
     let mut passkey = passkey_of(record)?;
     let result = match finish(&passkey) {
         Ok(result) if result.user_verified() => result,
-        Ok(_) | Err(_) => {
-            tracing::info!(user_id = user.id, "passkey assertion refused");
+        refused => {
+            let why = refused.map_or_else(|e| e.to_string(), |_| "user not verified".into());
+            tracing::info!(user_id = user.id, why, "passkey assertion refused");
             audit::attempt(state, "mfa_failed", Some(user.id), origin).await;
             return Err(ApiError::InvalidSecondFactor);
         }

@@ -28,6 +28,7 @@ mod openapi;
 mod operations;
 mod outages;
 mod parsers_prop;
+mod passkeys;
 mod resilience;
 mod scale_out;
 mod store_contract;

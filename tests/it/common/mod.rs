@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod authenticator;
 pub mod db;
 pub mod seed;
 mod smtp;
