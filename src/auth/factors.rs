@@ -110,7 +110,10 @@ pub async fn spend_attempt(state: &AppState, user: &User, meta: &RequestMeta) ->
 async fn warn_owner(state: &AppState, user: &User) {
     if state
         .limiter
-        .check(&GUESSING_NOTICE, &format!("notice:mfa-guessing:{}", user.id))
+        .check(
+            &GUESSING_NOTICE,
+            &format!("notice:mfa-guessing:{}", user.id),
+        )
         .await
         .is_err()
     {

@@ -628,7 +628,7 @@ pub trait Store: FactorStore + Send + Sync + 'static {
     async fn list_users(&self, search: Option<&str>, limit: u32) -> StoreResult<Vec<User>>;
 
     /// Disables (`Some(now)`) or enables (`None`) a user; disabling also revokes all their
-    /// sessions, in the same transaction, which records `events`. False (and nothing
+    /// sessions and pending challenges (an `mfa_token`), in the same transaction, which records `events`. False (and nothing
     /// written) when there is no such user.
     async fn set_disabled(
         &self,

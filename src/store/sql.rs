@@ -891,6 +891,8 @@ where
             exec!(&mut *tx, "UPDATE users SET disabled_at = ? WHERE id = ?"; disabled_at, user_id);
             if disabled_at.is_some() {
                 exec!(&mut *tx, "DELETE FROM sessions WHERE user_id = ?"; user_id);
+                // A login waiting for its second factor, or a ceremony, dies with them.
+                exec!(&mut *tx, "DELETE FROM challenges WHERE user_id = ?"; user_id);
             }
             Self::record(&mut tx, events, None).await?;
             tx.commit().await?;

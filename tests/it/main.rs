@@ -3,8 +3,10 @@
 //! `scripts/test` pick suites by that prefix (which backends each runs on is decided there).
 //!
 //! - `in_process`: `app()` driven with `oneshot`, no socket and no server process.
-//! - `api`, `accounts`, `attacks`, `hostile`, `import_seed`, `operations`, `outages`,
-//!   `resilience`, `scale_out`, `openapi`: black-box, the real binary on port 0 (see `common`).
+//! - `api`, `accounts`, `attacks`, `hostile`, `import_seed`, `mfa`, `operations`, `outages`,
+//!   `passkeys`, `resilience`, `scale_out`, `openapi`: black-box, the real binary on port 0
+//!   (see `common`; `passkeys` signs with the software authenticator in
+//!   `common::authenticator`).
 //! - `store_contract`: the `Store` trait held to one contract on every database.
 //! - `parsers_prop`: property tests of the domain parsers.
 //! - `harness_selftest`: the parts of `common` that are ours (the SMTP sink, the waits).
@@ -24,6 +26,7 @@ mod harness_selftest;
 mod hostile;
 mod import_seed;
 mod in_process;
+mod mfa;
 mod openapi;
 mod operations;
 mod outages;

@@ -267,7 +267,10 @@ async fn every_response_error_header_and_security_scheme_is_documented() {
                     }
                     _ => "#/components/schemas/ErrorBody",
                 };
-                assert_eq!(schema["$ref"], expected, "{method} {path} {status}: error body");
+                assert_eq!(
+                    schema["$ref"], expected,
+                    "{method} {path} {status}: error body"
+                );
                 let extended = resolve(&doc, schema);
                 assert_eq!(
                     extended["properties"]["error"]["type"], "string",

@@ -440,6 +440,17 @@ pub async fn a_challenge_lives_until_it_expires_and_is_used_up_once(store: Arc<d
         .set_challenge_state(live.id, "state-2", T0 + 3)
         .await
         .unwrap());
+    // Disabling the user ends their pending challenges with their sessions.
+    store
+        .create_challenge(&challenge("h-3", "mfa", Some(alice)))
+        .await
+        .unwrap();
+    assert!(store.set_disabled(alice, Some(T0 + 4), &[]).await.unwrap());
+    assert!(store
+        .challenge("h-3", "mfa", T0 + 5)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 pub async fn twenty_concurrent_attempts_on_a_challenge_allowing_five_take_exactly_five(
