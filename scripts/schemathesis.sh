@@ -7,9 +7,9 @@
 # SCHEMATHESIS_MIN_CASES. Only 127.0.0.1 is ever contacted, and every step is bounded
 # in time.
 #
-# Knobs (environment): SCHEMATHESIS_MAX_EXAMPLES (per operation and phase, default 500),
+# Knobs (environment): SCHEMATHESIS_MAX_EXAMPLES (per operation and phase, default 300),
 # SCHEMATHESIS_SEED (default 20261124), SCHEMATHESIS_MIN_CASES (default 2000),
-# SCHEMATHESIS_TIME_LIMIT (seconds for the run itself, default 420).
+# SCHEMATHESIS_TIME_LIMIT (seconds for the run itself, default 600).
 #
 # Why not positive_data_acceptance: it wants every schema-valid body answered 2xx, so the
 # schema would have to encode the server's whole validation (NFKC usernames, RFC 5322
@@ -22,10 +22,10 @@ root=$PWD
 
 ST_VERSION=4.32.5
 VENV=target/schemathesis-venv
-MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-500}
+MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-300}
 SEED=${SCHEMATHESIS_SEED:-20261124}
 MIN_CASES=${SCHEMATHESIS_MIN_CASES:-2000}
-TIME_LIMIT=${SCHEMATHESIS_TIME_LIMIT:-420}
+TIME_LIMIT=${SCHEMATHESIS_TIME_LIMIT:-600}
 
 say() { printf '[schemathesis] %s\n' "$*" >&2; }
 die() { say "FATAL: $*"; exit 1; }

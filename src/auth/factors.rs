@@ -143,6 +143,18 @@ pub async fn clear_attempts(state: &AppState, user: &User) {
         .await;
 }
 
+/// Counts a second factor checked (`gatehouse_second_factors_total`).
+pub fn count(method: Method, right: bool) {
+    let method = match method {
+        Method::Totp => "totp",
+        Method::RecoveryCode => "recovery_code",
+        Method::Passkey => "passkey",
+    };
+    let result = if right { "succeeded" } else { "failed" };
+    metrics::counter!("gatehouse_second_factors_total", "method" => method, "result" => result)
+        .increment(1);
+}
+
 /// Checks a TOTP or recovery code of `user`'s, the attempt already spent: true when right,
 /// and then used up (its time step taken, or the recovery code spent with a notice and an
 /// audit row). A wrong one is audited.
@@ -158,6 +170,7 @@ pub async fn check_code(
         Method::RecoveryCode => use_recovery_code(state, user, code, origin).await?,
         Method::Passkey => false,
     };
+    count(method, right);
     if !right {
         tracing::info!(user_id = user.id, "wrong second factor");
         audit::attempt(state, "mfa_failed", Some(user.id), origin).await;

@@ -368,8 +368,12 @@ async fn verify_assertion(
 ) -> Result<()> {
     let mut passkey = passkey_of(record)?;
     let result = match finish(&passkey) {
-        Ok(result) if result.user_verified() => result,
+        Ok(result) if result.user_verified() => {
+            factors::count(factors::Method::Passkey, true);
+            result
+        }
         refused => {
+            factors::count(factors::Method::Passkey, false);
             let why = refused.map_or_else(|e| e.to_string(), |_| "user not verified".into());
             tracing::info!(user_id = user.id, why, "passkey assertion refused");
             audit::attempt(state, "mfa_failed", Some(user.id), origin).await;
@@ -646,7 +650,9 @@ pub async fn login_finish(
     if !bound || handle != user_handle(state, user.id) {
         return Err(REFUSED);
     }
-    factors::spend_attempt(state, &user, meta).await?;
+    // No spend of the account's second-factor budget here: a signature cannot be guessed,
+    // and anyone may present a credential id, so a failure here must not lock the owner
+    // out (the client's IP budget was spent above).
     let origin = Origin::of(meta);
     verify_assertion(
         state,

@@ -37,20 +37,24 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login_code))
 }
 
-/// The answer to a right password on an account with a second factor.
+/// The 401 of a login: `Invalid credentials` alone, or, after a right first factor on an
+/// account with a second factor, `Second factor required` with what the second step needs.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"error": "Second factor required", "mfa_required": true,
     "mfa_token": "3q2-7wE…", "methods": ["totp", "recovery_code"]}))]
 pub struct MfaRequired {
     error: &'static str,
-    /// Always true: a client that knows nothing of second factors sees a 401 and no
-    /// session.
-    mfa_required: bool,
+    /// True when a second factor is required: a client that knows nothing of second
+    /// factors sees a 401 and no session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_required: Option<bool>,
     /// Opaque; present it to `POST /login/mfa` (or let the `mfa_token` cookie carry it).
     /// Lives 5 minutes and dies after 5 wrong second factors.
-    mfa_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_token: Option<String>,
     /// The second factors this account can use: `totp`, `recovery_code`, `passkey`.
-    methods: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methods: Option<Vec<&'static str>>,
 }
 
 /// The answer to a right first factor (a password, a login code): the session with its
@@ -72,9 +76,9 @@ pub fn outcome_response(state: &AppState, outcome: Outcome) -> Response {
                 AppendHeaders([(SET_COOKIE, cookie)]),
                 Json(MfaRequired {
                     error: "Second factor required",
-                    mfa_required: true,
-                    mfa_token,
-                    methods,
+                    mfa_required: Some(true),
+                    mfa_token: Some(mfa_token),
+                    methods: Some(methods),
                 }),
             )
                 .into_response()

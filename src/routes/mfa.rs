@@ -111,6 +111,8 @@ struct RecoveryCodesBody {
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "TOTP is on", body = RecoveryCodesBody),
+        (status = 401, description = "No live session", body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
         (status = 400, description = "Not the app's current code (or one already used)",
             body = ErrorBody, example = json!({"error": "Invalid or expired code"})),
         (status = 404, description = "No enrolment waiting: start with /mfa/totp/setup",
@@ -149,6 +151,8 @@ async fn totp_confirm(
     responses(
         (status = 200, description = "TOTP is off", body = MessageBody,
             example = json!({"message": "Two-factor authentication disabled"})),
+        (status = 401, description = "No live session", body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
         (status = 400, description = "Neither a current code nor an unused recovery code",
             body = ErrorBody, example = json!({"error": "Invalid or expired code"})),
         (status = 404, description = "TOTP is not enabled", body = ErrorBody),
@@ -181,6 +185,8 @@ async fn totp_remove(
     responses(
         (status = 200, description = "The new codes; the old ones no longer work",
             body = RecoveryCodesBody),
+        (status = 401, description = "No live session", body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
         (status = 409, description = "The account has no second factor to stand in for",
             body = ErrorBody),
         StepUp,
@@ -271,6 +277,8 @@ async fn reauthenticate(
     responses(
         (status = 200, description = "`{\"publicKey\": {…request options…}}`",
             body = Object),
+        (status = 401, description = "No live session", body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
         (status = 422, description = "The account has no passkey", body = ErrorBody),
         RateLimited,
         Unavailable,

@@ -44,6 +44,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "`{\"publicKey\": {…creation options…}}`", body = Object),
+        (status = 401, description = "No live session", body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
         StepUp,
         RateLimited,
         Unavailable,
@@ -175,6 +177,8 @@ async fn list(
     responses(
         (status = 200, description = "Removed", body = MessageBody,
             example = json!({"message": "Passkey removed"})),
+        (status = 401, description = "No live session", body = ErrorBody,
+            example = json!({"error": "Not logged in, or the session has expired"})),
         (status = 404, description = "Not one of this account's passkeys", body = ErrorBody,
             example = json!({"error": "Passkey not found"})),
         StepUp,
