@@ -1,5 +1,6 @@
 //! Scale-out: two server processes on one PostgreSQL database and one Redis must behave
-//! as one server — shared rate limits, sessions, codes and outbox — and an instance whose
+//! as one server — shared rate limits, sessions, codes and outbox, TOTP steps and passkey
+//! ceremonies — and an instance whose
 //! Redis goes away keeps serving on local limits and returns to Redis when it is back.
 
 use std::process::{Child, Command, Stdio};
@@ -254,4 +255,148 @@ async fn an_instance_keeps_serving_when_redis_goes_away_and_returns_to_it() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(app.logs().contains("Redis is reachable again"));
+}
+
+/// The code of TOTP time step `step` for the base32 `secret`.
+fn totp_code(secret: &str, step: u64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .expect("a base32 secret");
+    totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        Some("x".into()),
+        "x".into(),
+    )
+    .expect("a valid TOTP")
+    .generate(step * 30)
+}
+
+/// `POST path` with the bearer `token` and a JSON body: status and body.
+async fn authed_post(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let req = app
+        .request(reqwest::Method::POST, path)
+        .bearer_auth(token)
+        .json(&body);
+    json(app.send(req, path).await).await
+}
+
+/// Logs in on `app` with the password: the `mfa_token` of the 401 that asks for the second
+/// factor.
+async fn mfa_token(app: &TestApp, identifier: &str) -> String {
+    let (status, body) = json(app.login(identifier, PASSWORD).await).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["mfa_required"], true, "{body}");
+    body["mfa_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_totp_code_used_on_one_instance_is_refused_on_the_other() {
+    let p = pair(&[]).await;
+    assert_eq!(
+        p.a.register("alice", "alice@example.com", None, PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    let session = session_cookie(&p.a.login("alice", PASSWORD).await).unwrap();
+    let (status, setup) =
+        authed_post(&p.a, "/mfa/totp/setup", &session, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{setup}");
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let step = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30;
+    let (status, body) = authed_post(
+        &p.b,
+        "/mfa/totp/confirm",
+        &session,
+        serde_json::json!({"otp": totp_code(&secret, step)}),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "enrolment started on a, confirmed on b: {body}"
+    );
+
+    // Two sign-ins waiting for their second factor, one on each instance; the next step's
+    // code (one step of skew) works once, on whichever instance is first.
+    let on_a = mfa_token(&p.a, "alice").await;
+    let on_b = mfa_token(&p.b, "alice").await;
+    let code = totp_code(&secret, step + 1);
+    let mfa = |token: &str| serde_json::json!({"mfa_token": token, "method": "totp", "code": code});
+    let (status, body) = json(p.a.post_json("/login/mfa", &mfa(&on_a)).await).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = json(p.b.post_json("/login/mfa", &mfa(&on_b)).await).await;
+    assert_eq!(
+        (status, body),
+        (401, serde_json::json!({"error": "Invalid code"}))
+    );
+}
+
+#[tokio::test]
+async fn a_passkey_ceremony_started_on_one_instance_finishes_on_the_other_once() {
+    use crate::common::authenticator;
+    let p = pair(&[]).await;
+    assert_eq!(
+        p.a.register("alice", "alice@example.com", None, PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    let session = session_cookie(&p.a.login("alice", PASSWORD).await).unwrap();
+    let (status, options) = authed_post(
+        &p.a,
+        "/passkeys/register/start",
+        &session,
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let (credential, key) = authenticator::create(&options);
+    let finish = serde_json::json!({"credential": credential, "name": "Laptop"});
+    let (status, body) =
+        authed_post(&p.b, "/passkeys/register/finish", &session, finish.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    // Replayed on the other instance it adds nothing (this aal1 session now meets
+    // step-up first, since the account has a factor: 403 or 401, never a second passkey).
+    let (status, _) = authed_post(&p.a, "/passkeys/register/finish", &session, finish).await;
+    assert!(status == 401 || status == 403, "{status}");
+    let req =
+        p.a.request(reqwest::Method::GET, "/passkeys")
+            .bearer_auth(&session);
+    let (status, listed) = json(p.a.send(req, "GET /passkeys").await).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["passkeys"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    // Passwordless: options from b, the assertion to a; replayed to b, refused.
+    let (status, options) = json(
+        p.b.post_json("/passkeys/login/start", &serde_json::json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let assertion = serde_json::json!({"credential": authenticator::get(&options, &key)});
+    let resp = p.a.post_json("/passkeys/login/finish", &assertion).await;
+    assert_eq!(resp.status(), 200);
+    assert!(session_cookie(&resp).is_some());
+    let (status, body) = json(p.b.post_json("/passkeys/login/finish", &assertion).await).await;
+    assert_eq!(
+        (status, body),
+        (401, serde_json::json!({"error": "Invalid code"}))
+    );
 }
