@@ -1,17 +1,21 @@
 """Gatehouse load benchmark: the orchestration behind `bench/run` (Python 3.11, standard
 library only).
 
-    bench/run [sqlite|postgres|mysql] [--quick] [--smoke] [--only standard|production]
+    bench/run [sqlite|postgres|mysql] [--quick] [--smoke] [--only standard|production|factors]
 
-Builds the release binary, installs wrk if missing, starts the server on a free 127.0.0.1
+Builds the release binary (and the load generator examples/bench_factors.rs), installs wrk if missing, starts the server on a free 127.0.0.1
 port against a fresh database, seeds users, drives it with wrk and prints markdown tables,
 which it also writes into bench/RESULTS.md (one section per backend and scenario set).
 Every ratio's reference is measured in the same run.
 
 Two scenario sets:
 - standard: the figures RESULTS.md has always had (hash and stack ceilings, login
-  throughput, session checks, isolation, cheap failures, memory, growth, import). Rate
-  limits are raised out of the way for the throughput figures.
+  throughput, session checks, isolation, cheap failures, memory, growth, import) and the
+  second-factor logins (figure 10: password + TOTP and passkey logins against password
+  logins, all three driven by examples/bench_factors.rs, which computes a TOTP code or
+  signs a WebAuthn assertion for each login). Rate limits are raised out of the way for
+  the throughput figures. `--only factors` runs figure 10 alone: it prints its rows and
+  judges them, and leaves RESULTS.md alone (its table is the standard one).
 - production: the configuration people run. Default rate limits, clients behind a trusted
   proxy (TRUSTED_PROXIES=127.0.0.1/32) arriving from many addresses (X-Forwarded-For),
   many accounts each with a live session and a live code, the Redis limiter on PostgreSQL
@@ -54,7 +58,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-USAGE = "usage: bench/run [sqlite|postgres|mysql] [--quick] [--smoke] [--only standard|production]"
+USAGE = "usage: bench/run [sqlite|postgres|mysql] [--quick] [--smoke] [--only standard|production|factors]"
 
 EXIT_FAILED, EXIT_USAGE, EXIT_MISSED = 1, 2, 3
 
@@ -94,6 +98,11 @@ class Scale:
     prod_accounts: int = 10_000  # accounts, each with a live session and a live code
     prod_addresses: int = 10_000  # distinct client addresses in X-Forwarded-For
     d_prod: int = 15
+    # second-factor logins (figure 10)
+    factor_conns: int = 32  # concurrent logins, as figure 2
+    factor_plain: int = 100  # password-only accounts for the reference
+    factor_totp_min: int = 200  # TOTP accounts at least (more as the password rate asks)
+    factor_totp_max: int = 4000  # and at most (each costs two argon2id hashes to seed)
     # PostgreSQL publishes a backend's statistics at most every 10 s when it goes idle
     # (PGSTAT_IDLE_INTERVAL), so its counters are read that long after a phase's load.
     pg_stats_settle: float = 11.0
@@ -116,6 +125,10 @@ SMOKE = Scale(
     prod_accounts=200,
     prod_addresses=200,
     d_prod=3,
+    factor_conns=8,
+    factor_plain=16,
+    factor_totp_min=16,
+    factor_totp_max=64,
 )
 
 
@@ -579,6 +592,14 @@ class Run:
         self.bin = target / "release" / "gatehouse"
         if not os.access(self.bin, os.X_OK):
             raise Failed(f"no binary at {self.bin}")
+        if self.scenarios & {"standard", "factors"}:
+            log("cargo build --release --locked --example bench_factors")
+            built = subprocess.run(["cargo", "build", "--release", "--locked", "--example", "bench_factors"], cwd=ROOT, check=False)
+            if built.returncode != 0:
+                raise Failed("the build of examples/bench_factors.rs failed")
+            self.factors_bin = target / "release" / "examples" / "bench_factors"
+            if not os.access(self.factors_bin, os.X_OK):
+                raise Failed(f"no binary at {self.factors_bin}")
 
         self.cores = os.cpu_count() or 1
         self.cpu_model = "unknown CPU"
@@ -774,6 +795,11 @@ class Run:
         self.wait_for_quiet_machine()
         if "standard" in self.scenarios:
             Standard(self).run()
+        elif "factors" in self.scenarios:
+            rows = Factors(self).run()
+            print("\n" + "\n".join(["| # | Figure | Measured | Ratio (reference from this run) | Target | Verdict |", "|---|---|---|---|---|---|", *rows]))
+            print("\n" + "\n".join(self.phases_table(self.phases, "bench_factors")) + "\n")
+            note("--only factors: RESULTS.md untouched (figure 10 is written with the whole standard set)")
         if "production" in self.scenarios:
             Production(self).run()
         if self.smoke:
@@ -1085,6 +1111,9 @@ class Standard:
         note(limited.summary("limited"))
         r.stop_server()
 
+        # ---------------------------------------------------- 10. second factors
+        factor_rows = Factors(r).run()
+
         # ---------------------------------------------------- 9. import speed
         import_row = self.import_speed(db)
 
@@ -1172,13 +1201,14 @@ class Standard:
         else:
             t.append("| 8 | Growth: 1,000 vs 1,000,000 users | skipped (--quick) | — | within 15 % | — |")
         t.append(f"| 9 | Import speed: `gatehouse import-seed` from the old server's MySQL table into {r.backend} | {import_row} | — | — | — |")
+        t += factor_rows
         t += [
             "",
             "<details><summary>Where the CPU went (cores, averaged over each phase)</summary>",
             "",
             f"Background load before the run: {fmt(r.quiet_busy)} cores busy." + ("" if r.quick else f" Seeding {s.big_total} users by SQL took {seed_secs} s."),
             "",
-            *r.phases_table(r.phases, "wrk, curl, hash-bench, import-seed"),
+            *r.phases_table(r.phases, "wrk, curl, hash-bench, import-seed, bench_factors"),
             "",
             "</details>",
             f"<!-- /backend:{r.backend} -->",
@@ -1241,6 +1271,144 @@ class Standard:
             f"{round(s.import_users / secs['first'])} users/s: {s.import_users} in {fmt(secs['first'])} s (`{lines['first']}`); "
             f"a second run (all duplicates) took {fmt(secs['again'])} s"
         )
+
+
+# ================================================================ second factors
+
+
+class Factors:
+    """Figure 10 (issue 17): what a second factor costs a login. Three flows, each driven by
+    examples/bench_factors.rs at the same concurrency for the same time, on a server and
+    database of their own with every RATE_* raised (as server A):
+
+    - 10: password logins (POST /login → 200), accounts without a second factor; measured
+      before and after 10a, their mean is the reference of 10a and 10b;
+    - 10a: password + TOTP (POST /login → 401 with an mfa_token, POST /login/mfa → 200);
+      target ≥ 0.90 × figure 10 (the issue: "within 10 % of a password login");
+    - 10b: passkey, no password (POST /passkeys/login/start, an ECDSA P-256 assertion over
+      its challenge, POST /passkeys/login/finish → 200); target ≥ 5 × figure 10.
+
+    A TOTP account can log in once per 30-second step (the server takes each step once,
+    and accepts the steps either side of the current one), so the pool of TOTP accounts is
+    sized from the first password figure: enough for the phase with room to spare. Each
+    account costs two argon2id hashes to seed (register, log in), so it is seeded right
+    before 10a, not before 10."""
+
+    def __init__(self, run: Run):
+        self.r = run
+        self.s = run.scale
+        self.w = run.work
+        self.state = self.w / "factors-state.json"
+
+    def tool(self, *args: str, timeout: float) -> dict:
+        cmd = [str(self.r.factors_bin), *args]
+        try:
+            p = subprocess.run(cmd, cwd=self.w, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise Failed(f"bench_factors {args[0]} did not finish within {timeout:.0f} s") from e
+        for line in p.stderr.splitlines()[:10]:
+            note(line[:400])
+        if p.returncode != 0:
+            raise Failed(f"bench_factors {args[0]} failed (exit {p.returncode})")
+        try:
+            return json.loads(p.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError) as e:
+            raise Failed(f"bench_factors {args[0]} printed no JSON: {p.stdout[:400]}") from e
+
+    def seed(self, plain: int = 0, totp: int = 0, passkey: int = 0) -> None:
+        t0 = time.monotonic()
+        got = self.tool(
+            "seed", "--url", self.r.url, "--state", str(self.state), "--prefix", f"f{self.r.rand}",
+            "--plain", str(plain), "--totp", str(totp), "--passkey", str(passkey), "--parallel", "8",
+            timeout=900,
+        )  # fmt: skip
+        note(f"seeded in {fmt(time.monotonic() - t0, 1)} s; accounts now: {got['plain']} password only, {got['totp']} TOTP, {got['passkey']} passkey")
+
+    def measure(self, flow: str, phase: str) -> dict:
+        s = self.s
+        self.r.phase_begin()
+        res = self.tool(
+            "run", "--url", self.r.url, "--state", str(self.state), "--flow", flow,
+            "--conns", str(s.factor_conns), "--duration", str(s.d_long),
+            timeout=s.d_long + 60,
+        )  # fmt: skip
+        self.r.phase_end(f"{phase}, {s.factor_conns} conns")
+        note(self.summary(flow, res))
+        return res
+
+    @staticmethod
+    def summary(name: str, res: dict) -> str:
+        starved = f", accounts ran out {res['starved']} times ({fmt(res['starved_ms'] / 1000, 1)} s of waiting)" if res.get("starved") else ""
+        kinds = f" {res['error_kinds']}" if res["errors"] else ""
+        return (
+            f"{name}: {fmt(res['rate'], 1)} logins/s ({res['logins']} in {fmt(res['elapsed_s'], 1)} s), p50 {fmt(res['p50_ms'])} ms, "
+            f"p99 {fmt(res['p99_ms'])} ms, errors {res['errors']}{kinds}{starved}"
+        )
+
+    @staticmethod
+    def errs(res: dict) -> str:
+        kinds = "".join(f", {n} × {k}" for k, n in res["error_kinds"].items())
+        return f"errors {res['errors']}/{res['logins'] + res['errors']}{kinds}"
+
+    def run(self) -> list[str]:
+        """Measures figure 10 and answers its table rows."""
+        r, s = self.r, self.s
+        db = r.new_database("_fac")
+        log(f"10. second factors: server of its own ({r.backend}), every RATE_* raised to {RAISED_RULE}")
+        raised = {v: RAISED_RULE for v in r.rate_vars}
+        raised["RESPONSE_FLOOR"] = "0s"
+        r.start_server("factors", db, raised)
+        n_pk = 2 * s.factor_conns  # each worker signs with its own passkeys: counters only grow
+        log(f"10. seeding {s.factor_plain} password-only and {n_pk} passkey accounts through the API")
+        self.seed(plain=s.factor_plain, passkey=n_pk)
+
+        log(f"10. password logins through bench_factors, {s.factor_conns} conns, {s.d_long}s")
+        pw1 = self.measure("password", "10 POST /login (bench_factors)")
+
+        # Each TOTP account is seeded with the step before the current one taken, so it has
+        # at least two steps (the current and the next) for 10a, and one more each time a
+        # step begins: 0.6 accounts per expected login leaves 20 % to spare.
+        n_totp = max(s.factor_totp_min, min(s.factor_totp_max, round(pw1["rate"] * s.d_long * 0.6) + s.factor_conns))
+        log(f"10a. seeding {n_totp} TOTP accounts through the API (register, log in, /mfa/totp/setup, /mfa/totp/confirm)")
+        self.seed(totp=n_totp)
+        log(f"10a. password + TOTP logins, {s.factor_conns} conns, {s.d_long}s")
+        totp = self.measure("totp", "10a POST /login + /login/mfa (TOTP)")
+
+        log(f"10. password logins again, {s.factor_conns} conns, {s.d_long}s")
+        pw2 = self.measure("password", "10 POST /login (bench_factors, again)")
+
+        log(f"10b. passkey logins, {s.factor_conns} conns, {s.d_long}s")
+        pk = self.measure("passkey", "10b /passkeys/login/start + finish")
+        r.stop_server()
+
+        ref = (pw1["rate"] + pw2["rate"]) / 2
+        totp_ratio = round(totp["rate"] / ref, 3) if ref else float("nan")
+        pk_ratio = round(pk["rate"] / ref, 3) if ref else float("nan")
+        note(f"10a password + TOTP: {fmt(totp_ratio, 3)} × password logins (target ≥ 0.90)")
+        note(f"10b passkey: {fmt(pk_ratio, 3)} × password logins (target ≥ 5)")
+        starved = ""
+        if totp.get("starved"):
+            starved = (
+                f"; **the TOTP accounts ran out** {totp['starved']} times ({fmt(totp['starved_ms'] / 1000, 1)} s of waiting over all workers): "
+                "this figure is limited by the pool of accounts"
+            )
+            note(f"warning: {starved[2:]}")
+
+        def lat(res: dict) -> str:
+            return f"p50 {fmt(res['p50_ms'])} ms, p99 {fmt(res['p99_ms'])} ms"
+
+        conns, d = s.factor_conns, s.d_long
+        return [
+            f"| 10 | Password login through `bench_factors` (reference of 10a and 10b): POST /login → 200, {s.factor_plain} accounts without a second factor, "
+            f"{conns} conns, {d}s, measured before and after 10a | {fmt(pw1['rate'], 1)} and {fmt(pw2['rate'], 1)} logins/s, mean {fmt(ref, 1)} "
+            f"({self.errs(pw1)}; {self.errs(pw2)}), {lat(pw1)} | — | — | — |",
+            f"| 10a | Password + TOTP login: POST /login → 401 with `mfa_token`, POST /login/mfa (`totp`) → 200; {n_totp} TOTP accounts, each 30-s step used once, "
+            f"{conns} conns, {d}s | {fmt(totp['rate'], 1)} logins/s ({self.errs(totp)}), {lat(totp)} per login (two requests){starved} | "
+            f"{fmt(totp_ratio, 3)} × figure 10 | ≥ 0.90 | {r.judge('10a password + TOTP ratio', totp_ratio >= 0.90)} |",
+            f"| 10b | Passkey login, no password: POST /passkeys/login/start, an ECDSA P-256 assertion signed by the client, POST /passkeys/login/finish → 200; "
+            f"{n_pk} passkeys, {conns} conns, {d}s | {fmt(pk['rate'], 1)} logins/s ({self.errs(pk)}), {lat(pk)} per login (two requests) | "
+            f"{fmt(pk_ratio, 3)} × figure 10 | ≥ 5 | {r.judge('10b passkey ratio', pk_ratio >= 5)} |",
+        ]
 
 
 def parse_hash_bench(text: str) -> dict:
@@ -1699,8 +1867,8 @@ def parse_args(argv: list[str]) -> tuple[str, bool, bool, set[str]]:
             smoke = True
         elif a == "--only" or a.startswith("--only="):
             value = a.split("=", 1)[1] if "=" in a else (args.pop(0) if args else "")
-            if value not in ("standard", "production"):
-                print(f"bench/run: --only takes standard or production, not '{value}'", file=sys.stderr)
+            if value not in ("standard", "production", "factors"):
+                print(f"bench/run: --only takes standard, production or factors, not '{value}'", file=sys.stderr)
                 print(USAGE, file=sys.stderr)
                 sys.exit(EXIT_USAGE)
             only = {value}

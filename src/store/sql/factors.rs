@@ -8,6 +8,11 @@
 //! while under the cap, a challenge used up by deleting its row. Changes to a user's
 //! factors take the user's row lock first, like every other change of a user
 //! (`sql.rs`), and keep the counts on the user row in the same transaction.
+//!
+//! The reads a passkey sign-in makes (its ceremony, the credential, its user) go to the
+//! read pool: on SQLite the one writer connection was what held passwordless sign-ins
+//! at about 350 a second (`bench/RESULTS.md`). What they read was committed before the
+//! request that reads it began.
 
 use async_trait::async_trait;
 use sqlx::{Decode, Encode, Executor, IntoArguments, Type};
@@ -127,7 +132,7 @@ where
     async fn user_by_id(&self, user_id: UserId) -> StoreResult<Option<User>> {
         Ok(
             bound!(query_as, "SELECT {user} FROM users u WHERE u.id = ?"; user_id)
-                .fetch_optional(&self.write)
+                .fetch_optional(self.read())
                 .await?,
         )
     }
@@ -171,7 +176,7 @@ where
             bound!(query_as, "SELECT {t}public_id{/t} AS public_id, user_id,
                 {t}credential{/t} AS credential, {t}name{/t} AS name, created_at, last_used_at
             FROM passkeys WHERE credential_key = ?"; credential_key)
-            .fetch_optional(&self.write)
+            .fetch_optional(self.read())
             .await?,
         )
     }
@@ -210,7 +215,7 @@ where
             bound!(query_as, "SELECT id, user_id, {t}binding{/t} AS binding,
                 {t}state{/t} AS state, attempts FROM challenges
             WHERE token_hash = ? AND kind = ? AND expires_at > ?"; token_hash, kind, now)
-            .fetch_optional(&self.write)
+            .fetch_optional(self.read())
             .await?,
         )
     }
