@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::common::{
-    extract_code, json, session_cookie, set_cookie_header, TestApp, DELIVERY_TIMEOUT,
+    authed, authed_json, extract_code, json, me, session_cookie, set_cookie_header, TestApp,
+    DELIVERY_TIMEOUT,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -71,39 +72,6 @@ async fn login_as_agent(app: &TestApp, identifier: &str, agent: &str) -> String 
     let resp = app.send(req, "POST /login").await;
     assert_eq!(resp.status(), 200);
     session_cookie(&resp).expect("a session cookie")
-}
-
-/// `method path` with `Authorization: Bearer <token>` and, if given, a JSON body.
-async fn authed(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let what = format!("{method} {path}");
-    let mut req = app.request(method, path).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    app.send(req, &what).await
-}
-
-async fn authed_json(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    json(authed(app, method, path, token, body).await).await
-}
-
-/// GET /me, asserting a 200.
-async fn me(app: &TestApp, token: &str) -> Value {
-    let (status, body) = json(app.me(token).await).await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// The status GET /me answers `token` with, and checks the 401's body when it is one.

@@ -15,7 +15,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::{
-    cookie_value, extract_code, json, session_cookie, set_cookie_header, TestApp, DELIVERY_TIMEOUT,
+    authed, authed_json, cookie_value, extract_code, json, me, session_cookie, set_cookie_header,
+    TestApp, DELIVERY_TIMEOUT,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -315,39 +316,6 @@ async fn opened(resp: reqwest::Response) -> String {
 async fn login_with(app: &TestApp, identifier: &str, method: &str, code: &str) -> String {
     let token = mfa_token(app, identifier, PASSWORD).await;
     opened(second_factor(app, &token, method, code).await).await
-}
-
-/// `method path` with `Authorization: Bearer <token>` and, if given, a JSON body.
-async fn authed(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let what = format!("{method} {path}");
-    let mut req = app.request(method, path).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    app.send(req, &what).await
-}
-
-async fn authed_json(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    json(authed(app, method, path, token, body).await).await
-}
-
-/// GET /me, asserting a 200.
-async fn me(app: &TestApp, token: &str) -> Value {
-    let (status, body) = json(app.me(token).await).await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// The status GET /me answers `token` with, and checks the 401's body when it is one.

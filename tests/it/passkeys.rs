@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::authenticator::{self, Credential, Knobs};
-use crate::common::{json, session_cookie, TestApp, DELIVERY_TIMEOUT};
+use crate::common::{authed_json, json, me, session_cookie, TestApp, DELIVERY_TIMEOUT};
 
 const PASSWORD: &str = "correct horse battery";
 const INVALID_CODE: &str = "Invalid code";
@@ -60,39 +60,6 @@ async fn mfa_token(app: &TestApp, identifier: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("an mfa_token in {body}"))
         .to_string()
-}
-
-/// `method path` with `Authorization: Bearer <token>` and, if given, a JSON body.
-async fn authed(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let what = format!("{method} {path}");
-    let mut req = app.request(method, path).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    app.send(req, &what).await
-}
-
-async fn authed_json(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    json(authed(app, method, path, token, body).await).await
-}
-
-/// GET /me, asserting a 200.
-async fn me(app: &TestApp, token: &str) -> Value {
-    let (status, body) = json(app.me(token).await).await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 /// The session `token` is, as GET /sessions lists it.

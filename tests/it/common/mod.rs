@@ -156,6 +156,40 @@ pub async fn json(resp: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// `method path` with `Authorization: Bearer <token>` and, if given, a JSON body.
+pub async fn authed(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let what = format!("{method} {path}");
+    let mut req = app.request(method, path).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    app.send(req, &what).await
+}
+
+/// `authed`, answered: status and body.
+pub async fn authed_json(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    json(authed(app, method, path, token, body).await).await
+}
+
+/// GET /me, asserting a 200.
+pub async fn me(app: &TestApp, token: &str) -> Value {
+    let (status, body) = json(app.me(token).await).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// Removes ANSI escape sequences (colours) from a log line.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
