@@ -4,7 +4,6 @@
 //! that go with them. Codes are read from what the SMTP sink and the Twilio mock received,
 //! exactly as a user would read them.
 
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -12,8 +11,8 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::common::{
-    authed, authed_json, extract_code, json, me, session_cookie, set_cookie_header, TestApp,
-    DELIVERY_TIMEOUT,
+    audit_events, authed, authed_json, cli, cli_ok, extract_code, json, me, session_cookie,
+    set_cookie_header, TestApp, DELIVERY_TIMEOUT,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -242,47 +241,6 @@ async fn current_session_id(app: &TestApp, token: &str) -> String {
     let current: Vec<&Value> = list.iter().filter(|s| s["current"] == true).collect();
     assert_eq!(current.len(), 1, "{list:?}");
     current[0]["id"].as_str().expect("an id").to_owned()
-}
-
-/// Runs `gatehouse ARGS` against the app's database.
-fn cli(app: &TestApp, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", app.db_url())
-        .env("ARGON2_MEMORY_KIB", "1024")
-        .env("ARGON2_ITERATIONS", "1")
-        .current_dir(app.dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run gatehouse")
-}
-
-/// `cli`, asserting success; its standard output.
-fn cli_ok(app: &TestApp, args: &[&str]) -> String {
-    let out = cli(app, args);
-    assert!(
-        out.status.success(),
-        "gatehouse {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The names of the audit events `gatehouse audit --user <identifier> --json` prints.
-fn audit_events(app: &TestApp, identifier: &str) -> Vec<String> {
-    let out = cli_ok(app, &["audit", "--user", identifier, "--json"]);
-    let events: Value = serde_json::from_str(&out).expect("JSON output");
-    events
-        .as_array()
-        .expect("an array of events")
-        .iter()
-        .map(|e| e["event"].as_str().expect("an event name").to_owned())
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,15 +8,14 @@
 //! newer than the last it accepted, so each test keeps the last step it used
 //! (`Authenticator`) and waits for the clock only when it needs a third step.
 
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::{
-    authed, authed_json, cookie_value, extract_code, json, me, session_cookie, set_cookie_header,
-    TestApp, DELIVERY_TIMEOUT,
+    audit_events, authed, authed_json, cli, cli_ok, cookie_value, extract_code, json, me,
+    session_cookie, set_cookie_header, TestApp, DELIVERY_TIMEOUT,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -432,47 +431,6 @@ fn wrong(code: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // The admin CLI
 // ---------------------------------------------------------------------------------------
-
-/// Runs `gatehouse ARGS` against the app's database (and, for SQLite, its key file).
-fn cli(app: &TestApp, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", app.db_url())
-        .env("ARGON2_MEMORY_KIB", "1024")
-        .env("ARGON2_ITERATIONS", "1")
-        .current_dir(app.dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run gatehouse")
-}
-
-/// `cli`, asserting success; its standard output.
-fn cli_ok(app: &TestApp, args: &[&str]) -> String {
-    let out = cli(app, args);
-    assert!(
-        out.status.success(),
-        "gatehouse {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The names of the audit events `gatehouse audit --user <identifier> --json` prints.
-fn audit_events(app: &TestApp, identifier: &str) -> Vec<String> {
-    let out = cli_ok(app, &["audit", "--user", identifier, "--json"]);
-    let events: Value = serde_json::from_str(&out).expect("JSON output");
-    events
-        .as_array()
-        .expect("an array of events")
-        .iter()
-        .map(|e| e["event"].as_str().expect("an event name").to_owned())
-        .collect()
-}
 
 fn assert_audited(names: &[String], expected: &[&str]) {
     for event in expected {

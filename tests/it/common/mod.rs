@@ -190,6 +190,47 @@ pub async fn me(app: &TestApp, token: &str) -> Value {
     body
 }
 
+/// `gatehouse ARGS` against the app's database, with cheap hashing: its output.
+pub fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", app.db_url())
+        .env("ARGON2_MEMORY_KIB", "1024")
+        .env("ARGON2_ITERATIONS", "1")
+        .current_dir(app.dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run gatehouse")
+}
+
+/// `cli`, asserting success; its standard output.
+pub fn cli_ok(app: &TestApp, args: &[&str]) -> String {
+    let out = cli(app, args);
+    assert!(
+        out.status.success(),
+        "gatehouse {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The names of the audit events `gatehouse audit --user <identifier> --json` prints.
+pub fn audit_events(app: &TestApp, identifier: &str) -> Vec<String> {
+    let out = cli_ok(app, &["audit", "--user", identifier, "--json"]);
+    let events: Value = serde_json::from_str(&out).expect("JSON output");
+    events
+        .as_array()
+        .expect("an array of events")
+        .iter()
+        .map(|e| e["event"].as_str().expect("an event name").to_owned())
+        .collect()
+}
+
 /// Removes ANSI escape sequences (colours) from a log line.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
