@@ -83,7 +83,27 @@ ensure_clients() {
   command -v redis-cli >/dev/null || apt_install redis-tools
 }
 
+# The reverse proxies the forward-authentication tests put in front of an app. They
+# only run from the tests' own temporary directories: the packages' services must not
+# start (and take port 80) on install, so a policy-rc.d says no while apt-get runs.
+ensure_proxies() {
+  local missing=()
+  [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v caddy >/dev/null || missing+=(caddy)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local policy=/usr/sbin/policy-rc.d made=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"; made=1
+  fi
+  apt_install "${missing[@]}"
+  if [ "$made" = 1 ]; then $SUDO rm -f "$policy"; fi
+  [ -x /usr/sbin/nginx ] || die "nginx is not installed"
+  command -v caddy >/dev/null || die "caddy is not installed"
+}
+
 ensure_clients
+ensure_proxies
 ensure_mariadb
 ensure_postgres
 ensure_redis

@@ -34,6 +34,39 @@ fn admin_addr(s: &str) -> Result<AdminAddr, String> {
         .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:9464, or `off`"))
 }
 
+/// `PUBLIC_URL`: an absolute http(s) URL with a host, no query, fragment or credentials.
+fn public_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim()).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    let web = matches!(url.scheme(), "http" | "https") && url.host().is_some();
+    let plain = url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !(web && plain) {
+        return Err(format!(
+            "`{s}` must be an http(s) URL like https://auth.example.com, without a query, \
+             fragment or credentials"
+        ));
+    }
+    Ok(url)
+}
+
+/// `COOKIE_DOMAIN`: a domain name (a leading dot is dropped, as browsers do).
+fn cookie_domain(s: &str) -> Result<String, String> {
+    let domain = s.trim().trim_start_matches('.').to_ascii_lowercase();
+    let labels_ok = domain.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if domain.is_empty() || domain.len() > 253 || !labels_ok {
+        return Err(format!("`{s}` is not a domain name like example.com"));
+    }
+    Ok(domain)
+}
+
 /// Where the operations listener binds, if anywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminAddr(pub Option<SocketAddr>);
@@ -100,6 +133,18 @@ pub struct Settings {
 
     #[command(flatten)]
     pub secret: SecretSettings,
+
+    /// Where people reach Gatehouse (scheme, host, port and an optional path prefix): the
+    /// base of the login page forward authentication sends browsers to, and the default
+    /// WebAuthn relying party (its host) and origin. The default suits local development.
+    #[arg(long, env = "PUBLIC_URL", default_value = "http://localhost:8080", value_parser = public_url)]
+    pub public_url: Url,
+
+    /// Domain the session cookie is set for (e.g. example.com), so that one login covers
+    /// every host under it (forward authentication for apps on sibling subdomains). Unset,
+    /// the cookie belongs to Gatehouse's host alone. PUBLIC_URL's host must be under it.
+    #[arg(long, env = "COOKIE_DOMAIN", value_parser = cookie_domain)]
+    pub cookie_domain: Option<String>,
 
     /// Mark cookies `Secure` (sent over HTTPS only). Turn off only for local HTTP testing.
     #[arg(long, env = "COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -284,17 +329,14 @@ pub struct FactorSettings {
 
     /// The WebAuthn relying party id: the domain passkeys are bound to (the host of the
     /// pages that use them, or a parent domain of it). Changing it orphans every passkey.
-    #[arg(long, env = "WEBAUTHN_RP_ID", default_value = "localhost")]
-    pub webauthn_rp_id: String,
+    /// Unset: PUBLIC_URL's host.
+    #[arg(long, env = "WEBAUTHN_RP_ID")]
+    pub webauthn_rp_id: Option<String>,
 
     /// Comma-separated origins allowed to run passkey ceremonies (scheme, host and port,
-    /// as the browser reports them), each on WEBAUTHN_RP_ID or a subdomain of it.
-    #[arg(
-        long,
-        env = "WEBAUTHN_ORIGINS",
-        value_delimiter = ',',
-        default_value = "http://localhost:8080"
-    )]
+    /// as the browser reports them), each on WEBAUTHN_RP_ID or a subdomain of it. Unset:
+    /// PUBLIC_URL's origin.
+    #[arg(long, env = "WEBAUTHN_ORIGINS", value_delimiter = ',')]
     pub webauthn_origins: Vec<Url>,
 }
 
@@ -561,6 +603,15 @@ impl Settings {
         .map_err(|e| format!("ARGON2_* parameters are invalid: {e}"))?;
         if self.sessions.session_idle_timeout > self.sessions.session_absolute_timeout {
             return Err("SESSION_IDLE_TIMEOUT must not exceed SESSION_ABSOLUTE_TIMEOUT".into());
+        }
+        if let Some(domain) = &self.cookie_domain {
+            let host = self.public_url.host_str().unwrap_or_default();
+            if host != domain && !host.ends_with(&format!(".{domain}")) {
+                return Err(format!(
+                    "COOKIE_DOMAIN `{domain}` must be PUBLIC_URL's host `{host}` or a domain \
+                     it is under, or browsers refuse the cookie"
+                ));
+            }
         }
         if self.recovery.otp_max_attempts == 0 {
             return Err("OTP_MAX_ATTEMPTS must be at least 1".into());

@@ -306,8 +306,9 @@ impl FromRequestParts<AppState> for AuthSession {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         const NO_SESSION: ApiError =
             ApiError::Unauthorized("Not logged in, or the session has expired");
-        let token = session::presented_token(&parts.headers, state.settings.cookie_secure)
-            .ok_or(NO_SESSION)?;
+        let token =
+            session::presented_token(&parts.headers, &session::SessionCookie::of(&state.settings))
+                .ok_or(NO_SESSION)?;
         let idle_timeout = state.settings.sessions.session_idle_timeout;
         let live = session::check(state.store.as_ref(), &token, idle_timeout, now())
             .await?

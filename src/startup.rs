@@ -63,7 +63,8 @@ impl Application {
         drop(secret);
         let hasher = Arc::new(PasswordHasher::new(&settings.hashing)?);
         let webauthn = Arc::new(
-            crate::auth::passkey::relying_party(&settings.factors).map_err(StartupError::Config)?,
+            crate::auth::passkey::relying_party(&settings.factors, &settings.public_url)
+                .map_err(StartupError::Config)?,
         );
         let notifiers = crate::notify::build(
             &settings.email,

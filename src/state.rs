@@ -34,7 +34,7 @@ pub struct AppState {
     /// a full queue slows both alike.
     pub background_slots: Arc<Semaphore>,
     /// The WebAuthn relying party (WEBAUTHN_RP_ID, WEBAUTHN_ORIGINS).
-    pub webauthn: Arc<webauthn_rs::Webauthn>,
+    pub webauthn: Arc<crate::auth::passkey::RelyingParty>,
 }
 
 impl AppState {

@@ -546,6 +546,7 @@ pub async fn reauthenticate(
     if let Some(password) = &given.password {
         account::check_password(state, user, password, &origin).await?;
     }
+    let mut unverified = false;
     if let Some(method) = method {
         spend_attempt(state, user, meta).await?;
         match method {
@@ -553,7 +554,11 @@ pub async fn reauthenticate(
                 let credential = given
                     .credential
                     .ok_or_else(|| ApiError::invalid("credential", "is required for `passkey`"))?;
-                crate::auth::passkey::reauth_finish(state, user, credential, &origin).await?;
+                // Possession alone is not a second proof on top of the session: an
+                // unverified passkey raises it to aal2 only with the password.
+                let verified =
+                    crate::auth::passkey::reauth_finish(state, user, credential, &origin).await?;
+                unverified = !verified && given.password.is_none();
             }
             Method::Totp | Method::RecoveryCode => {
                 let code = given
@@ -566,7 +571,12 @@ pub async fn reauthenticate(
         }
         clear_attempts(state, user).await;
     }
-    let aal = if method.is_some() { 2 } else { 1 };
+    // Never lowered: a proof at aal1 refreshes an aal2 session's proof time.
+    let aal = if method.is_some() && !unverified {
+        2
+    } else {
+        1
+    };
     if !state
         .store
         .prove_session(&session.token_hash, aal, now())

@@ -7,6 +7,7 @@ pub mod code_login;
 pub mod codes;
 pub mod device;
 pub mod factors;
+pub mod forward;
 pub mod keys;
 pub mod login;
 pub mod lookup;

@@ -8,22 +8,38 @@
 //! instance it reaches, with no handle for the client to carry. Each state is used up by
 //! the half that finishes it (a conditional DELETE): a ceremony cannot be replayed.
 //!
-//! webauthn-rs' passkey ceremonies require user verification (a PIN or a biometric on the
-//! authenticator), so every passkey sign-in is two factors in one: `aal2`.
+//! Registration and every sign-in ask for user verification (a PIN or a biometric on the
+//! authenticator) as *preferred*: an authenticator that cannot verify its user (a plain
+//! security key) still registers, and its assertions are one factor, possession. So a
+//! passwordless sign-in is `aal2` when the authenticator verified the user and `aal1`
+//! when it did not; as the second step after a password it is `aal2` either way. A
+//! passkey registered with user verification must verify its user ever after (the
+//! WebAuthn core enforces that).
+//!
+//! The ceremonies are built on `webauthn-rs-core`, the core of `webauthn-rs`: the
+//! `webauthn-rs` passkey ceremonies require user verification, which would refuse every
+//! authenticator without a PIN. What `webauthn-rs` adds around the core for passkeys is
+//! kept here: secure algorithms only, no attestation, the `credProtect` and `uvm`
+//! extensions, a credential registered to one account only (a unique key in the store).
 //!
 //! Sign-in options never list credentials (they ask for a discoverable one), so they say
 //! nothing about whether an account exists or has passkeys; an identifier, when given,
 //! only binds the ceremony to that account.
 
+use std::time::Duration;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use webauthn_rs::prelude::{
-    CreationChallengeResponse, CredentialID, DiscoverableAuthentication, Passkey,
-    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
-    RequestChallengeResponse, Uuid, Webauthn, WebauthnBuilder,
+use webauthn_rs_core::error::WebauthnError;
+use webauthn_rs_core::proto::{
+    AttestationConveyancePreference, AuthenticationResult, AuthenticationState, CredProtect,
+    Credential, CredentialID, CredentialProtectionPolicy, PublicKeyCredential,
+    RegisterPublicKeyCredential, RegistrationState, RequestAuthenticationExtensions,
+    RequestRegistrationExtensions, UserVerificationPolicy,
 };
+use webauthn_rs_core::WebauthnCore;
 
 use crate::audit::{self, Origin};
 use crate::auth::account::{self, sealed};
@@ -38,6 +54,7 @@ use crate::extract::RequestMeta;
 use crate::limit;
 use crate::state::{now, AppState};
 use crate::store::{FactorChange, NewChallenge, NewPasskey, PasskeyRecord, StoreError, User};
+use url::Url;
 
 const REGISTER: &str = "passkey_register";
 const LOGIN: &str = "passkey_login";
@@ -46,28 +63,178 @@ const REAUTH: &str = "passkey_reauth";
 const CEREMONY_TTL: i64 = 300;
 /// Longest passkey name kept.
 const NAME_MAX: usize = 64;
+/// User verification, asked for in every ceremony.
+const VERIFICATION: UserVerificationPolicy = UserVerificationPolicy::Preferred;
 
-/// The relying party WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS describe; an error names what is
-/// wrong with them.
-pub fn relying_party(settings: &FactorSettings) -> std::result::Result<Webauthn, String> {
-    let mut origins = settings.webauthn_origins.iter();
-    let first = origins
-        .next()
-        .ok_or("WEBAUTHN_ORIGINS must name at least one origin")?;
-    let mut builder = WebauthnBuilder::new(&settings.webauthn_rp_id, first)
-        .map_err(|e| {
-            format!(
-                "WEBAUTHN_RP_ID `{}` does not fit the origin `{first}`: {e}",
-                settings.webauthn_rp_id
-            )
-        })?
-        .rp_name(&settings.mfa_issuer);
-    for origin in origins {
-        builder = builder.append_allowed_origin(origin);
+/// The relying party: WEBAUTHN_RP_ID, WEBAUTHN_ORIGINS and the product name.
+pub struct RelyingParty {
+    core: WebauthnCore,
+}
+
+/// The relying party WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS describe (by default PUBLIC_URL's
+/// host and origin); an error names what is wrong with them.
+pub fn relying_party(
+    settings: &FactorSettings,
+    public_url: &Url,
+) -> std::result::Result<RelyingParty, String> {
+    let rp_id = match &settings.webauthn_rp_id {
+        Some(id) => id.trim().to_owned(),
+        None => public_url
+            .host_str()
+            .ok_or("PUBLIC_URL has no host")?
+            .to_owned(),
+    };
+    let rp_id = rp_id.as_str();
+    let origins = if settings.webauthn_origins.is_empty() {
+        let origin = public_url.origin().ascii_serialization();
+        vec![Url::parse(&origin).map_err(|e| format!("PUBLIC_URL's origin: {e}"))?]
+    } else {
+        settings.webauthn_origins.clone()
+    };
+    for origin in &origins {
+        // The relying party id must be the origin's host or a domain it is under.
+        let fits = origin
+            .domain()
+            .is_some_and(|host| host == rp_id || host.ends_with(&format!(".{rp_id}")));
+        if !fits {
+            return Err(format!(
+                "WEBAUTHN_RP_ID `{rp_id}` does not fit the origin `{origin}`: it must be the \
+                 origin's host or a domain the host is under"
+            ));
+        }
     }
-    builder
-        .build()
-        .map_err(|e| format!("WEBAUTHN_RP_ID / WEBAUTHN_ORIGINS are invalid: {e}"))
+    Ok(RelyingParty {
+        core: WebauthnCore::new_unsafe_experts_only(
+            &settings.mfa_issuer,
+            rp_id,
+            origins,
+            Duration::from_secs(CEREMONY_TTL.unsigned_abs()),
+            Some(false),
+            Some(false),
+        ),
+    })
+}
+
+/// A registration ceremony between its two halves.
+#[derive(Serialize, Deserialize)]
+struct Registration {
+    rs: RegistrationState,
+}
+
+/// An authentication ceremony between its two halves.
+#[derive(Serialize, Deserialize)]
+struct Authentication {
+    ast: AuthenticationState,
+}
+
+/// A passkey as stored: the credential under `cred` (the shape `webauthn-rs` gives its
+/// `Passkey`, so passkeys stored by earlier versions read unchanged).
+#[derive(Serialize, Deserialize)]
+struct StoredPasskey {
+    cred: Credential,
+}
+
+impl StoredPasskey {
+    /// Takes what an assertion tells of the credential: its signature counter and
+    /// backup state.
+    fn update(&mut self, result: &AuthenticationResult) {
+        if result.counter() > self.cred.counter {
+            self.cred.counter = result.counter();
+        }
+        self.cred.backup_state = result.backup_state();
+        self.cred.backup_eligible |= result.backup_eligible();
+    }
+}
+
+impl RelyingParty {
+    /// Creation options for a new passkey, and the ceremony's state.
+    fn start_registration(
+        &self,
+        user_handle: &[u8],
+        username: &str,
+        exclude: Vec<CredentialID>,
+    ) -> std::result::Result<(serde_json::Value, Registration), WebauthnError> {
+        let extensions = RequestRegistrationExtensions {
+            // A discoverable credential cannot be listed without user verification.
+            cred_protect: Some(CredProtect {
+                credential_protection_policy:
+                    CredentialProtectionPolicy::UserVerificationOptionalWithCredentialIDList,
+                // Many authenticators fail the operation when told to enforce it.
+                enforce_credential_protection_policy: Some(false),
+            }),
+            uvm: Some(true),
+            cred_props: Some(true),
+            min_pin_length: None,
+            hmac_create_secret: None,
+        };
+        let builder = self
+            .core
+            .new_challenge_register_builder(user_handle, username, username)?
+            .attestation(AttestationConveyancePreference::None)
+            .require_resident_key(false)
+            .authenticator_attachment(None)
+            .user_verification_policy(VERIFICATION)
+            .reject_synchronised_authenticators(false)
+            .exclude_credentials(Some(exclude))
+            .hints(None)
+            .extensions(Some(extensions));
+        let (options, rs) = self.core.generate_challenge_register(builder)?;
+        let mut json = serde_json::to_value(&options).map_err(|_| WebauthnError::Configuration)?;
+        // A discoverable credential where the authenticator can make one, so that it can
+        // sign in without a username (the core only knows "required" and "discouraged";
+        // the ceremony's state does not depend on it).
+        if let Some(selection) = json
+            .pointer_mut("/publicKey/authenticatorSelection")
+            .and_then(|s| s.as_object_mut())
+        {
+            selection.insert("residentKey".into(), "preferred".into());
+            selection.insert("requireResidentKey".into(), false.into());
+        }
+        Ok((json, Registration { rs }))
+    }
+
+    fn finish_registration(
+        &self,
+        credential: &RegisterPublicKeyCredential,
+        registration: &Registration,
+    ) -> std::result::Result<StoredPasskey, WebauthnError> {
+        self.core
+            .register_credential(credential, &registration.rs, None)
+            .map(|cred| StoredPasskey { cred })
+    }
+
+    /// Request options for the given passkeys (none: a discoverable credential), and the
+    /// ceremony's state.
+    fn start_authentication(
+        &self,
+        passkeys: Vec<StoredPasskey>,
+    ) -> std::result::Result<(serde_json::Value, Authentication), WebauthnError> {
+        let discoverable = passkeys.is_empty();
+        let creds = passkeys.into_iter().map(|p| p.cred).collect();
+        let builder = self
+            .core
+            .new_challenge_authenticate_builder(creds, Some(VERIFICATION))?
+            .extensions(discoverable.then_some(RequestAuthenticationExtensions {
+                appid: None,
+                uvm: Some(true),
+                hmac_get_secret: None,
+            }))
+            .allow_backup_eligible_upgrade(true)
+            .hints(None);
+        let (options, ast) = self.core.generate_challenge_authenticate(builder)?;
+        let json = serde_json::to_value(&options).map_err(|_| WebauthnError::Configuration)?;
+        Ok((json, Authentication { ast }))
+    }
+
+    fn finish_authentication(
+        &self,
+        credential: &PublicKeyCredential,
+        authentication: &Authentication,
+        passkey: &StoredPasskey,
+    ) -> std::result::Result<AuthenticationResult, WebauthnError> {
+        self.core
+            .authenticate_single_credential(credential, &authentication.ast, &passkey.cred)
+    }
 }
 
 /// What a ceremony's two halves are keyed by: the hash of its random challenge.
@@ -87,6 +254,19 @@ fn answered_challenge(client_data_json: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// The challenge in options built by this module.
+fn options_challenge(options: &serde_json::Value) -> Result<Vec<u8>> {
+    options
+        .pointer("/publicKey/challenge")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|c| URL_SAFE_NO_PAD.decode(c.trim_end_matches('=')).ok())
+        .ok_or_else(|| {
+            ApiError::internal(std::io::Error::other(
+                "WebAuthn options without a challenge",
+            ))
+        })
+}
+
 /// A passkey's store key: the SHA-256 of its credential id.
 fn credential_key(id: &[u8]) -> String {
     hex::encode(Sha256::digest(id))
@@ -94,13 +274,13 @@ fn credential_key(id: &[u8]) -> String {
 
 /// The user handle passkeys of `user_id` carry: derived under the server secret, so it
 /// names the account to us and to nobody else.
-fn user_handle(state: &AppState, user_id: i64) -> Uuid {
+fn user_handle(state: &AppState, user_id: i64) -> [u8; 16] {
     let tag = state.keys.code_hash(user_id, "webauthn-user-handle");
     let mut bytes = [0u8; 16];
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = u8::from_str_radix(tag.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0);
     }
-    Uuid::from_bytes(bytes)
+    bytes
 }
 
 fn seal_json<T: serde::Serialize>(state: &AppState, value: &T) -> Result<String> {
@@ -113,11 +293,6 @@ fn open_json<T: serde::de::DeserializeOwned>(state: &AppState, sealed: &str) -> 
     serde_json::from_slice(&json).map_err(ApiError::internal)
 }
 
-/// The JSON a client passes to `navigator.credentials.*`.
-fn options_json<T: serde::Serialize>(options: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(options).map_err(ApiError::internal)
-}
-
 fn parse_credential<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     serde_json::from_value(value).map_err(|e| {
         ApiError::invalid(
@@ -127,8 +302,19 @@ fn parse_credential<T: serde::de::DeserializeOwned>(value: serde_json::Value) ->
     })
 }
 
-fn passkey_of(record: &PasskeyRecord) -> Result<Passkey> {
+fn passkey_of(record: &PasskeyRecord) -> Result<StoredPasskey> {
     serde_json::from_str(&record.credential).map_err(ApiError::internal)
+}
+
+/// The passkeys of `user_id`.
+async fn passkeys_of(state: &AppState, user_id: i64) -> Result<Vec<StoredPasskey>> {
+    state
+        .store
+        .passkeys(user_id)
+        .await?
+        .iter()
+        .map(passkey_of)
+        .collect()
 }
 
 /// Spends one ceremony of the client IP.
@@ -145,26 +331,20 @@ pub async fn register_start(
     meta: &RequestMeta,
 ) -> Result<serde_json::Value> {
     account::spend_limits(state, user, meta).await?;
-    let existing = state.store.passkeys(user.id).await?;
-    let exclude: Vec<CredentialID> = existing
-        .iter()
-        .filter_map(|r| passkey_of(r).ok())
-        .map(|p| p.cred_id().clone())
+    let exclude = passkeys_of(state, user.id)
+        .await?
+        .into_iter()
+        .map(|p| p.cred.cred_id)
         .collect();
-    let (options, registration): (CreationChallengeResponse, PasskeyRegistration) = state
+    let (options, registration) = state
         .webauthn
-        .start_passkey_registration(
-            user_handle(state, user.id),
-            &user.username,
-            &user.username,
-            Some(exclude),
-        )
+        .start_registration(&user_handle(state, user.id), &user.username, exclude)
         .map_err(ApiError::internal)?;
     let now = now();
     state
         .store
         .create_challenge(&NewChallenge {
-            token_hash: &challenge_key(options.public_key.challenge.as_ref()),
+            token_hash: &challenge_key(&options_challenge(&options)?),
             kind: REGISTER,
             user_id: Some(user.id),
             binding: None,
@@ -173,18 +353,7 @@ pub async fn register_start(
             expires_at: now + CEREMONY_TTL,
         })
         .await?;
-    let mut json = options_json(&options)?;
-    // A discoverable credential where the authenticator can make one, so that it can sign
-    // in without a username (webauthn-rs asks for "discouraged"; the ceremony's state
-    // does not depend on it).
-    if let Some(selection) = json
-        .pointer_mut("/publicKey/authenticatorSelection")
-        .and_then(|s| s.as_object_mut())
-    {
-        selection.insert("residentKey".into(), "preferred".into());
-        selection.insert("requireResidentKey".into(), false.into());
-    }
-    Ok(json)
+    Ok(options)
 }
 
 /// A passkey just registered, as the API shows it.
@@ -235,12 +404,12 @@ pub async fn register_finish(
     if !state.store.take_challenge(ceremony.id).await? {
         return Err(NO_CEREMONY);
     }
-    let registration: PasskeyRegistration =
+    let registration: Registration =
         open_json(state, ceremony.state.as_deref().unwrap_or_default())?;
     let origin = Origin::of(meta);
     let passkey = match state
         .webauthn
-        .finish_passkey_registration(&credential, &registration)
+        .finish_registration(&credential, &registration)
     {
         Ok(passkey) => passkey,
         Err(e) => {
@@ -270,7 +439,7 @@ pub async fn register_finish(
             &FactorChange::PasskeyAdd {
                 passkey: &NewPasskey {
                     public_id: &public_id,
-                    credential_key: &credential_key(passkey.cred_id().as_ref()),
+                    credential_key: &credential_key(&passkey.cred.cred_id),
                     credential: &stored,
                     name: &name,
                 },
@@ -352,41 +521,39 @@ pub async fn remove(
 }
 
 /// Checks an assertion of one of `user`'s passkeys against a ceremony's state, and
-/// records the use (its signature counter). Any failure is `InvalidSecondFactor`.
+/// records the use (its signature counter). Any failure is `InvalidSecondFactor`; success
+/// tells whether the authenticator verified its user.
 async fn verify_assertion(
     state: &AppState,
     user: &User,
     credential: &PublicKeyCredential,
     record: &PasskeyRecord,
-    finish: impl FnOnce(
-        &Passkey,
-    ) -> std::result::Result<
-        webauthn_rs::prelude::AuthenticationResult,
-        webauthn_rs::prelude::WebauthnError,
-    >,
+    authentication: &Authentication,
     origin: &Origin,
-) -> Result<()> {
+) -> Result<bool> {
     let mut passkey = passkey_of(record)?;
-    let result = match finish(&passkey) {
-        Ok(result) if result.user_verified() => {
+    let result = match state
+        .webauthn
+        .finish_authentication(credential, authentication, &passkey)
+    {
+        Ok(result) => {
             factors::count(factors::Method::Passkey, true);
             result
         }
-        refused => {
+        Err(e) => {
             factors::count(factors::Method::Passkey, false);
-            let why = refused.map_or_else(|e| e.to_string(), |_| "user not verified".into());
-            tracing::info!(user_id = user.id, why, "passkey assertion refused");
+            tracing::info!(user_id = user.id, error = %e, "passkey assertion refused");
             audit::attempt(state, "mfa_failed", Some(user.id), origin).await;
             return Err(ApiError::InvalidSecondFactor);
         }
     };
-    passkey.update_credential(&result);
+    passkey.update(&result);
     let stored = serde_json::to_string(&passkey).map_err(ApiError::internal)?;
     state
         .store
         .passkey_used(&credential_key(credential.raw_id.as_ref()), &stored, now())
         .await?;
-    Ok(())
+    Ok(result.user_verified())
 }
 
 /// `POST /login/mfa/passkey/start`: request options listing the passkeys of the
@@ -398,19 +565,13 @@ pub async fn second_step_start(
 ) -> Result<serde_json::Value> {
     spend_ip(state, meta).await?;
     let pending = login::pending(state, token).await?;
-    let passkeys: Vec<Passkey> = state
-        .store
-        .passkeys(pending.user.id)
-        .await?
-        .iter()
-        .map(passkey_of)
-        .collect::<Result<_>>()?;
+    let passkeys = passkeys_of(state, pending.user.id).await?;
     if passkeys.is_empty() {
         return Err(ApiError::invalid("method", "this account has no passkey"));
     }
-    let (options, authentication): (RequestChallengeResponse, PasskeyAuthentication) = state
+    let (options, authentication) = state
         .webauthn
-        .start_passkey_authentication(&passkeys)
+        .start_authentication(passkeys)
         .map_err(ApiError::internal)?;
     if !state
         .store
@@ -423,11 +584,12 @@ pub async fn second_step_start(
     {
         return Err(ApiError::SignInExpired);
     }
-    options_json(&options)
+    Ok(options)
 }
 
 /// `POST /login/mfa` with `method: passkey`: an assertion answering the options of
-/// `second_step_start`, by one of the user's passkeys.
+/// `second_step_start`, by one of the user's passkeys. After the password, the passkey
+/// is the second factor whether or not the authenticator verified its user: `aal2`.
 pub async fn second_step(
     state: &AppState,
     token: &str,
@@ -452,7 +614,7 @@ pub async fn second_step(
             "start the passkey step with POST /login/mfa/passkey/start first",
         ));
     };
-    let authentication: PasskeyAuthentication = open_json(state, sealed_state)?;
+    let authentication: Authentication = open_json(state, sealed_state)?;
     let record = state
         .store
         .passkey_by_credential(&credential_key(credential.raw_id.as_ref()))
@@ -462,19 +624,7 @@ pub async fn second_step(
         audit::attempt(state, "mfa_failed", Some(user.id), &origin).await;
         return Err(ApiError::InvalidSecondFactor);
     };
-    verify_assertion(
-        state,
-        user,
-        &credential,
-        &record,
-        |_| {
-            state
-                .webauthn
-                .finish_passkey_authentication(&credential, &authentication)
-        },
-        &origin,
-    )
-    .await?;
+    verify_assertion(state, user, &credential, &record, &authentication, &origin).await?;
     login::finish(state, user, pending.challenge_id, meta).await
 }
 
@@ -486,28 +636,22 @@ pub async fn reauth_start(
     meta: &RequestMeta,
 ) -> Result<serde_json::Value> {
     account::spend_limits(state, user, meta).await?;
-    let passkeys: Vec<Passkey> = state
-        .store
-        .passkeys(user.id)
-        .await?
-        .iter()
-        .map(passkey_of)
-        .collect::<Result<_>>()?;
+    let passkeys = passkeys_of(state, user.id).await?;
     if passkeys.is_empty() {
         return Err(ApiError::invalid(
             "credential",
             "this account has no passkey",
         ));
     }
-    let (options, authentication): (RequestChallengeResponse, PasskeyAuthentication) = state
+    let (options, authentication) = state
         .webauthn
-        .start_passkey_authentication(&passkeys)
+        .start_authentication(passkeys)
         .map_err(ApiError::internal)?;
     let now = now();
     state
         .store
         .create_challenge(&NewChallenge {
-            token_hash: &challenge_key(options.public_key.challenge.as_ref()),
+            token_hash: &challenge_key(&options_challenge(&options)?),
             kind: REAUTH,
             user_id: Some(user.id),
             binding: None,
@@ -516,17 +660,18 @@ pub async fn reauth_start(
             expires_at: now + CEREMONY_TTL,
         })
         .await?;
-    options_json(&options)
+    Ok(options)
 }
 
 /// `POST /reauthenticate` with a passkey: an assertion answering `reauth_start`'s
-/// options, by one of the user's passkeys. The second-factor attempt is already spent.
+/// options, by one of the user's passkeys; tells whether the authenticator verified its
+/// user. The second-factor attempt is already spent.
 pub async fn reauth_finish(
     state: &AppState,
     user: &User,
     credential: serde_json::Value,
     origin: &Origin,
-) -> Result<()> {
+) -> Result<bool> {
     let credential: PublicKeyCredential = parse_credential(credential)?;
     const REFUSED: ApiError = ApiError::InvalidSecondFactor;
     let challenge =
@@ -540,7 +685,7 @@ pub async fn reauth_finish(
     if !state.store.take_challenge(ceremony.id).await? {
         return Err(REFUSED);
     }
-    let authentication: PasskeyAuthentication =
+    let authentication: Authentication =
         open_json(state, ceremony.state.as_deref().unwrap_or_default())?;
     let record = state
         .store
@@ -548,19 +693,7 @@ pub async fn reauth_finish(
         .await?
         .filter(|r| r.user_id == user.id)
         .ok_or(REFUSED)?;
-    verify_assertion(
-        state,
-        user,
-        &credential,
-        &record,
-        |_| {
-            state
-                .webauthn
-                .finish_passkey_authentication(&credential, &authentication)
-        },
-        origin,
-    )
-    .await
+    verify_assertion(state, user, &credential, &record, &authentication, origin).await
 }
 
 /// `POST /passkeys/login/start`: request options for a discoverable credential. With an
@@ -581,18 +714,15 @@ pub async fn login_start(
         ),
         None => None,
     };
-    let (mut options, authentication): (RequestChallengeResponse, DiscoverableAuthentication) =
-        state
-            .webauthn
-            .start_discoverable_authentication()
-            .map_err(ApiError::internal)?;
-    // Asked for by a button, not offered in a form's autofill: the browser's usual dialog.
-    options.mediation = None;
+    let (options, authentication) = state
+        .webauthn
+        .start_authentication(Vec::new())
+        .map_err(ApiError::internal)?;
     let now = now();
     state
         .store
         .create_challenge(&NewChallenge {
-            token_hash: &challenge_key(options.public_key.challenge.as_ref()),
+            token_hash: &challenge_key(&options_challenge(&options)?),
             kind: LOGIN,
             user_id: None,
             binding: bound_to.as_deref(),
@@ -601,11 +731,13 @@ pub async fn login_start(
             expires_at: now + CEREMONY_TTL,
         })
         .await?;
-    options_json(&options)
+    Ok(options)
 }
 
-/// `POST /passkeys/login/finish`: an assertion by a discoverable passkey opens an `aal2`
-/// session for its account, no password asked. Every refusal is `InvalidSecondFactor`.
+/// `POST /passkeys/login/finish`: an assertion by a discoverable passkey opens a session
+/// for its account, no password asked: `aal2` when the authenticator verified its user
+/// (possession and a PIN or biometric), `aal1` when it did not (possession alone). Every
+/// refusal is `InvalidSecondFactor`.
 pub async fn login_finish(
     state: &AppState,
     credential: serde_json::Value,
@@ -626,12 +758,9 @@ pub async fn login_finish(
     if !state.store.take_challenge(ceremony.id).await? {
         return Err(REFUSED);
     }
-    let authentication: DiscoverableAuthentication =
+    let authentication: Authentication =
         open_json(state, ceremony.state.as_deref().unwrap_or_default())?;
-    let (handle, _) = state
-        .webauthn
-        .identify_discoverable_authentication(&credential)
-        .map_err(|_| REFUSED)?;
+    let handle = credential.get_user_unique_id().ok_or(REFUSED)?.to_vec();
     let record = state
         .store
         .passkey_by_credential(&credential_key(credential.raw_id.as_ref()))
@@ -654,29 +783,15 @@ pub async fn login_finish(
     // and anyone may present a credential id, so a failure here must not lock the owner
     // out (the client's IP budget was spent above).
     let origin = Origin::of(meta);
-    verify_assertion(
-        state,
-        &user,
-        &credential,
-        &record,
-        |passkey| {
-            state.webauthn.finish_discoverable_authentication_v2(
-                &credential,
-                authentication,
-                passkey,
-            )
-        },
-        &origin,
-    )
-    .await?;
+    let verified =
+        verify_assertion(state, &user, &credential, &record, &authentication, &origin).await?;
     factors::clear_attempts(state, &user).await;
-    login::open(state, &user, 2, None, meta, true).await
+    login::open(state, &user, if verified { 2 } else { 1 }, None, meta, true).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use webauthn_rs::prelude::Url;
 
     #[test]
     fn the_answered_challenge_is_read_from_client_data() {
@@ -693,14 +808,28 @@ mod tests {
             reauth_max_age: std::time::Duration::from_secs(600),
             code_login: false,
             mfa_issuer: "Gatehouse".into(),
-            webauthn_rp_id: "localhost".into(),
-            webauthn_origins: vec![Url::parse("http://localhost:8080").unwrap()],
+            webauthn_rp_id: None,
+            webauthn_origins: Vec::new(),
         };
-        assert!(relying_party(&settings).is_ok());
+        let local = Url::parse("http://localhost:8080").unwrap();
+        assert!(relying_party(&settings, &local).is_ok());
+        // Derived from PUBLIC_URL, or given.
+        let public = Url::parse("https://auth.example.com/prefix").unwrap();
+        assert!(relying_party(&settings, &public).is_ok());
+        let parent = FactorSettings {
+            webauthn_rp_id: Some("example.com".into()),
+            ..settings.clone()
+        };
+        assert!(relying_party(&parent, &public).is_ok());
         let wrong = FactorSettings {
-            webauthn_rp_id: "example.com".into(),
+            webauthn_rp_id: Some("example.com".into()),
+            ..settings.clone()
+        };
+        assert!(relying_party(&wrong, &local).is_err());
+        let foreign = FactorSettings {
+            webauthn_origins: vec![Url::parse("https://evil.example").unwrap()],
             ..settings
         };
-        assert!(relying_party(&wrong).is_err());
+        assert!(relying_party(&foreign, &public).is_err());
     }
 }

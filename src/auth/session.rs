@@ -125,13 +125,53 @@ pub async fn revoke_others(
 /// The session token from `Authorization: Bearer …`, else from the session cookie;
 /// anything not shaped like one of our tokens is ignored. An Authorization header of
 /// another scheme, or malformed, counts as absent: the cookie is looked at.
-pub fn presented_token(headers: &HeaderMap, secure: bool) -> Option<String> {
+pub fn presented_token(headers: &HeaderMap, session_cookie: &SessionCookie) -> Option<String> {
     let bearer = headers
         .typed_get::<Authorization<Bearer>>()
         .map(|auth| auth.token().trim().to_owned());
     bearer
-        .or_else(|| cookie(headers, SESSION_COOKIE, "/", secure))
+        .or_else(|| cookie_named(headers, &session_cookie.name()))
         .filter(|t| looks_like_token(t))
+}
+
+/// The session cookie: of this host alone (`__Host-session`), or with COOKIE_DOMAIN of
+/// that domain and every host under it, so one login covers its subdomains
+/// (`__Secure-session`: a `__Host-` cookie may not name a domain).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCookie<'a> {
+    pub secure: bool,
+    pub domain: Option<&'a str>,
+}
+
+impl<'a> SessionCookie<'a> {
+    pub fn of(settings: &'a crate::config::Settings) -> Self {
+        SessionCookie {
+            secure: settings.cookie_secure,
+            domain: settings.cookie_domain.as_deref(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match (self.secure, self.domain) {
+            (true, Some(_)) => format!("__Secure-{SESSION_COOKIE}"),
+            _ => cookie_name(SESSION_COOKIE, "/", self.secure),
+        }
+    }
+
+    /// The `Set-Cookie` value carrying `token` (an empty one with a zero `max_age`
+    /// clears it).
+    pub fn set(&self, token: &str, max_age: Duration) -> HeaderValue {
+        let Some(domain) = self.domain else {
+            return set_cookie(SESSION_COOKIE, token, "/", max_age, self.secure);
+        };
+        let secure = if self.secure { "; Secure" } else { "" };
+        let cookie = format!(
+            "{}={token}; Domain={domain}; Path=/{secure}; HttpOnly; SameSite=Strict; Max-Age={}",
+            self.name(),
+            max_age.as_secs()
+        );
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
 }
 
 /// The name cookie `name` goes by. With `Secure` it carries a prefix the browser
@@ -155,7 +195,11 @@ pub fn cookie_name(name: &str, path: &str, secure: bool) -> String {
 /// second cookie of our name would quietly win or lose instead of making the pair
 /// ambiguous. The rule is kept here, by hand.
 pub fn cookie(headers: &HeaderMap, name: &str, path: &str, secure: bool) -> Option<String> {
-    let name = cookie_name(name, path, secure);
+    cookie_named(headers, &cookie_name(name, path, secure))
+}
+
+/// The value of the cookie called exactly `name`, by `cookie`'s rule.
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     let mut values = headers
         .get_all(COOKIE)
         .iter()
@@ -196,6 +240,15 @@ mod tests {
     use super::*;
     use axum::http::Request;
 
+    const PLAIN: SessionCookie = SessionCookie {
+        secure: false,
+        domain: None,
+    };
+    const SECURE: SessionCookie = SessionCookie {
+        secure: true,
+        domain: None,
+    };
+
     fn parts(headers: &[(&str, &str)]) -> HeaderMap {
         let mut b = Request::builder();
         for (k, v) in headers {
@@ -212,16 +265,16 @@ mod tests {
             ("authorization", &format!("Bearer {t1}")),
             ("cookie", &format!("a=b; session={t2}")),
         ]);
-        assert_eq!(presented_token(&p, false), Some(t1));
+        assert_eq!(presented_token(&p, &PLAIN), Some(t1));
         let p = parts(&[("cookie", &format!("a=b; session={t2}"))]);
-        assert_eq!(presented_token(&p, false), Some(t2.clone()));
+        assert_eq!(presented_token(&p, &PLAIN), Some(t2.clone()));
         let p = parts(&[("cookie", "session=' OR 1=1 --")]);
-        assert_eq!(presented_token(&p, false), None);
+        assert_eq!(presented_token(&p, &PLAIN), None);
         // Secure: only the prefixed name counts.
         let p = parts(&[("cookie", &format!("session={t2}"))]);
-        assert_eq!(presented_token(&p, true), None);
+        assert_eq!(presented_token(&p, &SECURE), None);
         let p = parts(&[("cookie", &format!("__Host-session={t2}"))]);
-        assert_eq!(presented_token(&p, true), Some(t2));
+        assert_eq!(presented_token(&p, &SECURE), Some(t2));
     }
 
     #[test]
@@ -237,14 +290,14 @@ mod tests {
             "Token abc",
         ] {
             let p = parts(&[("authorization", other), ("cookie", &cookie)]);
-            assert_eq!(presented_token(&p, false), Some(t2.clone()), "{other:?}");
+            assert_eq!(presented_token(&p, &PLAIN), Some(t2.clone()), "{other:?}");
         }
         // The scheme is case-insensitive; a bearer of the wrong shape is no token, and
         // does not fall back to the cookie.
         let p = parts(&[("authorization", &format!("bEaReR {t1}"))]);
-        assert_eq!(presented_token(&p, false), Some(t1));
+        assert_eq!(presented_token(&p, &PLAIN), Some(t1));
         let p = parts(&[("authorization", "Bearer nonsense"), ("cookie", &cookie)]);
-        assert_eq!(presented_token(&p, false), None);
+        assert_eq!(presented_token(&p, &PLAIN), None);
     }
 
     #[test]
@@ -255,9 +308,9 @@ mod tests {
             ("cookie", &format!("session={t1}")),
             ("cookie", &format!("session={t2}")),
         ]);
-        assert_eq!(presented_token(&p, false), None);
+        assert_eq!(presented_token(&p, &PLAIN), None);
         let p = parts(&[("cookie", &format!("session={t1}; session={t1}"))]);
-        assert_eq!(presented_token(&p, false), Some(t1));
+        assert_eq!(presented_token(&p, &PLAIN), Some(t1));
     }
 
     #[test]
@@ -267,6 +320,34 @@ mod tests {
         assert_eq!(touch_every(Duration::from_secs(40)), 10);
         assert_eq!(touch_every(Duration::from_secs(3)), 1);
         assert_eq!(touch_every(Duration::from_millis(500)), 1);
+    }
+
+    #[test]
+    fn a_session_cookie_for_a_domain_is_secure_prefixed_and_names_the_domain() {
+        let shared = SessionCookie {
+            secure: true,
+            domain: Some("example.com"),
+        };
+        assert_eq!(
+            shared.set("abc", Duration::from_secs(60)).to_str().unwrap(),
+            "__Secure-session=abc; Domain=example.com; Path=/; Secure; HttpOnly; \
+             SameSite=Strict; Max-Age=60"
+        );
+        let t = crate::auth::token::new_token();
+        let p = parts(&[("cookie", &format!("__Secure-session={t}"))]);
+        assert_eq!(presented_token(&p, &shared), Some(t.clone()));
+        // The host-only name is another cookie.
+        let p = parts(&[("cookie", &format!("__Host-session={t}"))]);
+        assert_eq!(presented_token(&p, &shared), None);
+        assert_eq!(presented_token(&p, &SECURE), Some(t));
+        let local = SessionCookie {
+            secure: false,
+            domain: Some("example.test"),
+        };
+        assert_eq!(
+            local.set("", Duration::ZERO).to_str().unwrap(),
+            "session=; Domain=example.test; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::openapi::{BodyErrors, RateLimited, StepUp, Unavailable};
 use super::MessageBody;
-use crate::auth::session::{set_cookie, SESSION_COOKIE};
+use crate::auth::session::SessionCookie;
 use crate::auth::{account, factors};
 use crate::domain::{Email, OtpCode, Password, Phone};
 use crate::error::{ApiError, ErrorBody, Result};
@@ -71,7 +71,8 @@ struct ChangePasswordRequest {
                     SameSite=Strict; Max-Age=<SESSION_ABSOLUTE_TIMEOUT>`")),
             example = json!({"message": "Password changed"})),
         (status = 401, description = "Wrong current password, or no live session",
-            body = ErrorBody, example = json!({"error": "Invalid credentials"})),
+            body = ErrorBody, example = json!({"error": "Invalid credentials",
+                "code": "invalid_credentials"})),
         BodyErrors,
         StepUp,
         RateLimited,
@@ -96,13 +97,8 @@ async fn change_password(
         &meta,
     )
     .await?;
-    let cookie = set_cookie(
-        SESSION_COOKIE,
-        &token,
-        "/",
-        state.settings.sessions.session_absolute_timeout,
-        state.settings.cookie_secure,
-    );
+    let cookie = SessionCookie::of(&state.settings)
+        .set(&token, state.settings.sessions.session_absolute_timeout);
     Ok((
         AppendHeaders([(SET_COOKIE, cookie)]),
         Json(MessageBody {
@@ -140,7 +136,8 @@ struct ChangeEmailRequest {
                 description = "Type back the code sent to the new address")),),
             example = json!({"message": "Verification code sent"})),
         (status = 401, description = "Wrong current password, or no live session",
-            body = ErrorBody, example = json!({"error": "Invalid credentials"})),
+            body = ErrorBody, example = json!({"error": "Invalid credentials",
+                "code": "invalid_credentials"})),
         BodyErrors,
         StepUp,
         RateLimited,
@@ -185,12 +182,14 @@ struct ConfirmRequest {
         (status = 200, description = "The email was changed", body = MessageBody,
             example = json!({"message": "Email changed"})),
         (status = 401, description = "No live session", body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired",
+                "code": "not_logged_in"})),
         BodyErrors,
         // After BodyErrors, whose 400 it replaces.
         (status = 400, description = "Wrong, expired, used or exhausted code, or the body is \
             malformed (not JSON, not an object, a field missing)",
-            body = ErrorBody, example = json!({"error": "Invalid or expired code"})),
+            body = ErrorBody, example = json!({"error": "Invalid or expired code",
+                "code": "invalid_code"})),
         RateLimited,
         Unavailable,
     )
@@ -242,7 +241,8 @@ struct ChangePhoneRequest {
             phone was removed", body = MessageBody,
             example = json!({"message": "Verification code sent"})),
         (status = 401, description = "Wrong current password, or no live session",
-            body = ErrorBody, example = json!({"error": "Invalid credentials"})),
+            body = ErrorBody, example = json!({"error": "Invalid credentials",
+                "code": "invalid_credentials"})),
         BodyErrors,
         StepUp,
         RateLimited,
@@ -295,12 +295,14 @@ async fn change_phone(
         (status = 200, description = "The phone was changed", body = MessageBody,
             example = json!({"message": "Phone changed"})),
         (status = 401, description = "No live session", body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired",
+                "code": "not_logged_in"})),
         BodyErrors,
         // After BodyErrors, whose 400 it replaces.
         (status = 400, description = "Wrong, expired, used or exhausted code, or the body is \
             malformed (not JSON, not an object, a field missing)",
-            body = ErrorBody, example = json!({"error": "Invalid or expired code"})),
+            body = ErrorBody, example = json!({"error": "Invalid or expired code",
+                "code": "invalid_code"})),
         RateLimited,
         Unavailable,
     )
@@ -344,7 +346,8 @@ struct DeleteRequest {
                 description = "`__Host-session=; Path=/; [Secure; ]HttpOnly; SameSite=Strict; Max-Age=0`")),
             example = json!({"message": "Account deleted"})),
         (status = 401, description = "Wrong current password, or no live session",
-            body = ErrorBody, example = json!({"error": "Invalid credentials"})),
+            body = ErrorBody, example = json!({"error": "Invalid credentials",
+                "code": "invalid_credentials"})),
         BodyErrors,
         StepUp,
         RateLimited,
@@ -360,13 +363,7 @@ async fn delete_me(
     factors::step_up(&state, &session)?;
     let current = Password::parse("current_password", req.current_password)?;
     account::delete(&state, &session.user, &current, &meta).await?;
-    let clear = set_cookie(
-        SESSION_COOKIE,
-        "",
-        "/",
-        Duration::ZERO,
-        state.settings.cookie_secure,
-    );
+    let clear = SessionCookie::of(&state.settings).set("", Duration::ZERO);
     Ok((
         AppendHeaders([(SET_COOKIE, clear)]),
         Json(MessageBody {

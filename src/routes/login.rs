@@ -19,7 +19,7 @@ use crate::auth::code_login;
 use crate::auth::device::{self, DEVICE_COOKIE};
 use crate::auth::factors::Method;
 use crate::auth::login::{self, Opened, Outcome};
-use crate::auth::session::{cookie, set_cookie, SESSION_COOKIE};
+use crate::auth::session::{cookie, set_cookie, SessionCookie};
 use crate::domain::{Identifier, OtpCode, Password};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{ApiJson, RequestMeta};
@@ -37,13 +37,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login_code))
 }
 
-/// The 401 of a login: `Invalid credentials` alone, or, after a right first factor on an
-/// account with a second factor, `Second factor required` with what the second step needs.
+/// The 401 of a login: `Invalid credentials` alone (code `invalid_credentials`), or, after a
+/// right first factor on an account with a second factor, `Second factor required` (code
+/// `mfa_required`) with what the second step needs.
 #[derive(Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"error": "Second factor required", "mfa_required": true,
-    "mfa_token": "3q2-7wE…", "methods": ["totp", "recovery_code"]}))]
+#[schema(example = json!({"error": "Second factor required", "code": "mfa_required",
+    "mfa_required": true, "mfa_token": "3q2-7wE…", "methods": ["totp", "recovery_code"]}))]
 pub struct MfaRequired {
     error: &'static str,
+    /// `mfa_required`, or `invalid_credentials` (as in every error body).
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    code: &'static str,
     /// True when a second factor is required: a client that knows nothing of second
     /// factors sees a 401 and no session.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +80,7 @@ pub fn outcome_response(state: &AppState, outcome: Outcome) -> Response {
                 AppendHeaders([(SET_COOKIE, cookie)]),
                 Json(MfaRequired {
                     error: "Second factor required",
+                    code: "mfa_required",
                     mfa_required: Some(true),
                     mfa_token: Some(mfa_token),
                     methods: Some(methods),
@@ -97,7 +102,7 @@ pub fn session_response(
     let secure = state.settings.cookie_secure;
     let mut cookies: Vec<(_, HeaderValue)> = vec![(
         SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &opened.token, "/", lifetime, secure),
+        SessionCookie::of(&state.settings).set(&opened.token, lifetime),
     )];
     if opened.new_device && device_cookie_allowed {
         cookies.push((
@@ -153,7 +158,8 @@ struct LoginRequest {
             alike (`Invalid credentials`); or the right password on an account with a second \
             factor: no session, and an `mfa_token` for `POST /login/mfa` (also set as the \
             `mfa_token` cookie, `Path=/login`)",
-            body = MfaRequired, example = json!({"error": "Invalid credentials"})),
+            body = MfaRequired, example = json!({"error": "Invalid credentials",
+                "code": "invalid_credentials"})),
         BodyErrors,
         RateLimited,
         Unavailable,
@@ -222,7 +228,8 @@ pub fn mfa_token(state: &AppState, headers: &HeaderMap, body: Option<String>) ->
             example = json!({"message": "Login successful"})),
         (status = 401, description = "A wrong, used or replayed code or assertion; or the \
             `mfa_token` is unknown, expired, used or out of tries (log in again)",
-            body = ErrorBody, example = json!({"error": "Invalid code"})),
+            body = ErrorBody, example = json!({"error": "Invalid code",
+                "code": "invalid_second_factor"})),
         BodyErrors,
         RateLimited,
         Unavailable,
@@ -349,7 +356,8 @@ struct LoginCodeBody {
         BodyErrors,
         // After BodyErrors, whose 400 it replaces.
         (status = 400, description = "Wrong, expired, used or exhausted code, or the body is \
-            malformed", body = ErrorBody, example = json!({"error": "Invalid or expired code"})),
+            malformed", body = ErrorBody, example = json!({"error": "Invalid or expired code",
+                "code": "invalid_code"})),
         (status = 401, description = "The account has a second factor: no session, and an \
             `mfa_token` for `POST /login/mfa`", body = MfaRequired),
         (status = 404, description = "CODE_LOGIN is off", body = ErrorBody),

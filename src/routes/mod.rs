@@ -2,6 +2,7 @@
 //! JSON 404/405 fallbacks; `app` wraps them in the middleware (`middleware`).
 
 mod account;
+mod forward_auth;
 mod health;
 mod login;
 mod mfa;
@@ -43,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .merge(account::router())
         .merge(mfa::router())
         .merge(passkey::router())
+        .merge(forward_auth::router())
         .merge(health::router());
     openapi::serve(api)
         .fallback(|| async { ApiError::NotFound })

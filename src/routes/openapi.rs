@@ -57,7 +57,10 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
         description = "An authentication server: register, log in, sessions, and password \
             recovery by one-time code over email or SMS.\n\n\
             Every request body is JSON (`Content-Type: application/json`, at most 16 KiB). \
-            Every error is `{\"error\": \"…\"}`, naming the field when one is at fault. \
+            Every error is `{\"error\": \"…\", \"code\": \"…\"}`: `error` says what went \
+            wrong for people, naming the field when one is at fault, and `code` is a stable \
+            snake_case code for programs (with `\"field\"` naming the field when the code is \
+            `invalid_field`). \
             Every response carries an `X-Request-Id` (the client's, if it sent one that \
             is 1-64 of `A-Z a-z 0-9 . _ -`; otherwise a new UUID). \
             An unknown path answers 404 and a known path with another method 405, both \
@@ -74,6 +77,9 @@ const ALWAYS_SENT: [&str; 3] = [REQUEST_ID, "Retry-After", "Set-Cookie"];
         (name = "second factors", description = "TOTP, recovery codes and passkeys: enrolling \
             them, the second step of a login, signing in with a passkey or a code, and \
             re-authenticating for sensitive changes"),
+        (name = "forward authentication", description = "For a reverse proxy (nginx \
+            auth_request, Caddy forward_auth, Traefik forwardAuth) in front of an app: is this \
+            browser signed in, and as whom"),
         (name = "operations", description = "Health, readiness and this document (metrics and \
             the detailed readiness report are on the operations listener)"),
     )
@@ -199,25 +205,29 @@ async fn openapi_json(Extension(served): Extension<Served>) -> Response {
 pub(super) enum BodyErrors {
     /// The body is not well-formed JSON, is not a JSON object, or a required field is
     /// missing; or it could not be read (it ended early, or stalled for 10 s).
-    #[response(status = 400, example = json!({"error": "Missing field: password"}))]
+    #[response(status = 400, example = json!({"error": "Missing field: password",
+        "code": "bad_request"}))]
     BadRequest(ErrorBody),
     /// The body is over 16 KiB.
     #[response(
         status = 413,
-        example = json!({"error": "Request body is too large (limit 16384 bytes)"})
+        example = json!({"error": "Request body is too large (limit 16384 bytes)",
+            "code": "payload_too_large"})
     )]
     TooLarge(ErrorBody),
     /// The body is not declared as JSON (`Content-Type` is not `application/json` or
     /// `application/*+json`).
     #[response(
         status = 415,
-        example = json!({"error": "Content-Type must be application/json"})
+        example = json!({"error": "Content-Type must be application/json",
+            "code": "unsupported_media_type"})
     )]
     UnsupportedMediaType(ErrorBody),
     /// A field has the wrong type or fails validation; the message names it and says why.
     #[response(
         status = 422,
-        example = json!({"error": "email: is not a valid email address"})
+        example = json!({"error": "email: is not a valid email address",
+            "code": "invalid_field", "field": "email"})
     )]
     Invalid(ErrorBody),
 }
@@ -230,7 +240,8 @@ pub(super) enum RateLimited {
     #[response(
         status = 429,
         headers(("Retry-After" = u64, description = "Seconds to wait before trying again (at least 1)")),
-        example = json!({"error": "Too many requests; try again in 12 seconds"})
+        example = json!({"error": "Too many requests; try again in 12 seconds",
+            "code": "rate_limited"})
     )]
     TooManyRequests(ErrorBody),
 }
@@ -239,6 +250,9 @@ pub(super) enum RateLimited {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct ReauthBody {
     error: String,
+    /// Always `reauth_required`.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    code: String,
     /// Always true: call `POST /reauthenticate`, then repeat the request.
     reauth_required: bool,
 }
@@ -251,7 +265,8 @@ pub(super) enum StepUp {
     /// with one factor on an account that has two: `POST /reauthenticate` first.
     #[response(
         status = 403,
-        example = json!({"error": "Re-authentication required", "reauth_required": true})
+        example = json!({"error": "Re-authentication required", "code": "reauth_required",
+            "reauth_required": true})
     )]
     ReauthRequired(ReauthBody),
 }
@@ -264,7 +279,7 @@ pub(super) enum Unavailable {
     #[response(
         status = 503,
         headers(("Retry-After" = u64, description = "Seconds to wait before trying again")),
-        example = json!({"error": "Service temporarily unavailable"})
+        example = json!({"error": "Service temporarily unavailable", "code": "unavailable"})
     )]
     ServiceUnavailable(ErrorBody),
 }

@@ -3,6 +3,7 @@
 //! password (`/passkeys/login/start`, `/passkeys/login/finish`) and as the second step of
 //! a login (`/login/mfa/passkey/start`). The rules are in `auth::passkey`.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -45,7 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "`{\"publicKey\": {…creation options…}}`", body = Object),
         (status = 401, description = "No live session", body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired", "code": "not_logged_in"})),
         StepUp,
         RateLimited,
         Unavailable,
@@ -97,7 +98,7 @@ struct PasskeyBody {
         (status = 201, description = "Registered", body = PasskeyBody),
         (status = 401, description = "The credential does not answer a live ceremony of this \
             account, or does not verify", body = ErrorBody,
-            example = json!({"error": "Invalid code"})),
+            example = json!({"error": "Invalid code", "code": "invalid_second_factor"})),
         (status = 409, description = "This credential is registered already", body = ErrorBody),
         BodyErrors,
         StepUp,
@@ -178,9 +179,9 @@ async fn list(
         (status = 200, description = "Removed", body = MessageBody,
             example = json!({"message": "Passkey removed"})),
         (status = 401, description = "No live session", body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired", "code": "not_logged_in"})),
         (status = 404, description = "Not one of this account's passkeys", body = ErrorBody,
-            example = json!({"error": "Passkey not found"})),
+            example = json!({"error": "Passkey not found", "code": "passkey_not_found"})),
         StepUp,
         RateLimited,
         Unavailable,
@@ -190,9 +191,12 @@ async fn remove(
     State(state): State<AppState>,
     meta: RequestMeta,
     session: AuthSession,
-    Path(id): Path<String>,
+    id: std::result::Result<Path<String>, PathRejection>,
 ) -> Result<Json<MessageBody>> {
     factors::step_up(&state, &session)?;
+    // An id that is not even text (`%FF`) names no passkey either; passkey::remove
+    // judges the rest (someone else's id alike).
+    let id = id.map(|Path(id)| id).unwrap_or_default();
     passkey::remove(&state, &session.user, &id, &meta).await?;
     Ok(Json(MessageBody {
         message: "Passkey removed",
@@ -243,7 +247,8 @@ struct CredentialRequest {
     credential: serde_json::Value,
 }
 
-/// Finish signing in with a passkey: a session (`aal2`), exactly like a login.
+/// Finish signing in with a passkey: a session (`aal2` when the authenticator verified its
+/// user, else `aal1`), exactly like a login.
 #[utoipa::path(
     post,
     path = "/passkeys/login/finish",
@@ -259,7 +264,7 @@ struct CredentialRequest {
             example = json!({"message": "Login successful"})),
         (status = 401, description = "The assertion does not answer a live ceremony, is not \
             of a registered passkey, or does not verify, alike", body = ErrorBody,
-            example = json!({"error": "Invalid code"})),
+            example = json!({"error": "Invalid code", "code": "invalid_second_factor"})),
         BodyErrors,
         RateLimited,
         Unavailable,

@@ -182,7 +182,8 @@ struct ValidateResponse {
         // After BodyErrors, whose 400 it replaces.
         (status = 400, description = "Wrong, expired, used or exhausted code, or the body is \
             malformed (not JSON, not an object, a field missing)",
-            body = ErrorBody, example = json!({"error": "Invalid or expired OTP"})),
+            body = ErrorBody, example = json!({"error": "Invalid or expired OTP",
+                "code": "invalid_otp"})),
         RateLimited,
         Unavailable,
     )
@@ -275,7 +276,8 @@ struct ResetRequest {
                     SameSite=Strict; Max-Age=0`: the token cookie is cleared")),
             example = json!({"message": "Password reset successful"})),
         (status = 401, description = "No reset token, or it is invalid, expired or used",
-            body = ErrorBody, example = json!({"error": "Invalid or expired reset token"})),
+            body = ErrorBody, example = json!({"error": "Invalid or expired reset token",
+                "code": "invalid_reset_token"})),
         BodyErrors,
         RateLimited,
         Unavailable,

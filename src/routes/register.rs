@@ -80,7 +80,7 @@ struct RegisterRequest {
             ),
             example = json!({"message": "User registered successfully"})),
         (status = 409, description = "The username, email or phone is taken", body = ErrorBody,
-            example = json!({"error": "User already exists"})),
+            example = json!({"error": "User already exists", "code": "user_exists"})),
         BodyErrors,
         RateLimited,
         Unavailable,

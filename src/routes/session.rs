@@ -17,7 +17,7 @@ use super::openapi::Unavailable;
 use super::MessageBody;
 use crate::audit::Origin;
 use crate::auth::account;
-use crate::auth::session::{self, set_cookie, SESSION_COOKIE};
+use crate::auth::session;
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::extract::{AuthSession, RequestMeta};
 use crate::state::{now, AppState};
@@ -80,7 +80,8 @@ struct MfaSummary {
         (status = 200, description = "The logged-in account", body = Me),
         (status = 401, description = "No session, or it has expired or was revoked",
             body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired",
+                "code": "not_logged_in"})),
         Unavailable,
     )
 )]
@@ -124,7 +125,8 @@ pub(super) fn rfc3339(t: i64) -> String {
             example = json!({"message": "Logged out"})),
         (status = 401, description = "No session, or it has expired or was revoked",
             body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired",
+                "code": "not_logged_in"})),
         Unavailable,
     )
 )]
@@ -136,13 +138,7 @@ async fn logout(
     let origin = Origin::of(&meta);
     let event = origin.event("logged_out", Some(session.user.id));
     session::close(&*state.store, &session.token_hash, &event).await?;
-    let clear = set_cookie(
-        SESSION_COOKIE,
-        "",
-        "/",
-        Duration::ZERO,
-        state.settings.cookie_secure,
-    );
+    let clear = session::SessionCookie::of(&state.settings).set("", Duration::ZERO);
     Ok((
         AppendHeaders([(SET_COOKIE, clear)]),
         Json(MessageBody {
@@ -207,7 +203,8 @@ struct SessionList {
         (status = 200, description = "Every live session of the account", body = SessionList),
         (status = 401, description = "No session, or it has expired or was revoked",
             body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired",
+                "code": "not_logged_in"})),
         RateLimited,
         Unavailable,
     )
@@ -257,9 +254,11 @@ async fn list_sessions(
             example = json!({"message": "Session revoked"})),
         (status = 401, description = "No session, or it has expired or was revoked",
             body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired",
+                "code": "not_logged_in"})),
         (status = 404, description = "Not a session of this account (another account's alike)",
-            body = ErrorBody, example = json!({"error": "Session not found"})),
+            body = ErrorBody, example = json!({"error": "Session not found",
+                "code": "session_not_found"})),
         RateLimited,
         Unavailable,
     )
@@ -305,7 +304,8 @@ struct Revoked {
         (status = 200, description = "Every other session ended", body = Revoked),
         (status = 401, description = "No session, or it has expired or was revoked",
             body = ErrorBody,
-            example = json!({"error": "Not logged in, or the session has expired"})),
+            example = json!({"error": "Not logged in, or the session has expired",
+                "code": "not_logged_in"})),
         RateLimited,
         Unavailable,
     )

@@ -103,7 +103,8 @@ struct VerifyRequest {
         // After BodyErrors, whose 400 it replaces.
         (status = 400, description = "Wrong, expired, used or exhausted code, or the body is \
             malformed (not JSON, not an object, a field missing)",
-            body = ErrorBody, example = json!({"error": "Invalid or expired code"})),
+            body = ErrorBody, example = json!({"error": "Invalid or expired code",
+                "code": "invalid_code"})),
         RateLimited,
         Unavailable,
     )

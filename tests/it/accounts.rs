@@ -77,7 +77,10 @@ async fn login_as_agent(app: &TestApp, identifier: &str, agent: &str) -> String 
 async fn me_status(app: &TestApp, token: &str) -> u16 {
     let (status, body) = json(app.me(token).await).await;
     if status == 401 {
-        assert_eq!(body, json!({"error": NOT_LOGGED_IN}));
+        assert_eq!(
+            body,
+            json!({"error": NOT_LOGGED_IN, "code": "not_logged_in"})
+        );
     }
     status
 }
@@ -263,7 +266,10 @@ async fn registration_sends_a_code_that_verifies_the_email_and_me_shows_it() {
     let (status, body) = verify(&app, &email, &wrong(&code), None).await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired code"}))
+        (
+            400,
+            json!({"error": "Invalid or expired code", "code": "invalid_code"})
+        )
     );
     let (status, body) = verify(&app, &email, &code, None).await;
     assert_eq!((status, body), (200, json!({"message": "Verified"})));
@@ -275,7 +281,10 @@ async fn registration_sends_a_code_that_verifies_the_email_and_me_shows_it() {
     let (status, body) = verify(&app, "alice", &code, Some("email")).await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired code"}))
+        (
+            400,
+            json!({"error": "Invalid or expired code", "code": "invalid_code"})
+        )
     );
     // No phone, no SMS.
     assert!(app.twilio.all_messages().is_empty());
@@ -370,7 +379,10 @@ async fn a_reset_code_cannot_verify() {
         let (status, body) = verify(&app, &email, &reset, None).await;
         assert_eq!(
             (status, body),
-            (400, json!({"error": "Invalid or expired code"}))
+            (
+                400,
+                json!({"error": "Invalid or expired code", "code": "invalid_code"})
+            )
         );
         let (status, _) = verify(&app, "erin", &reset, Some("email")).await;
         assert_eq!(status, 400);
@@ -392,7 +404,10 @@ async fn a_verification_code_cannot_reset() {
     let (status, body) = json(app.validate(&email, &verification).await).await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired OTP"}))
+        (
+            400,
+            json!({"error": "Invalid or expired OTP", "code": "invalid_otp"})
+        )
     );
     // …and with one.
     assert_eq!(app.forgot(&email).await.status(), 200);
@@ -401,7 +416,10 @@ async fn a_verification_code_cannot_reset() {
         let (status, body) = json(app.validate("frank", &verification).await).await;
         assert_eq!(
             (status, body),
-            (400, json!({"error": "Invalid or expired OTP"}))
+            (
+                400,
+                json!({"error": "Invalid or expired OTP", "code": "invalid_otp"})
+            )
         );
     }
     // Refused there, the verification code still verifies.
@@ -484,7 +502,13 @@ async fn the_old_token_stops_working_after_rotation() {
 
     assert_eq!(me_status(&app, &first).await, 401);
     let (status, body) = authed_json(&app, Method::GET, "/sessions", &first, None).await;
-    assert_eq!((status, body), (401, json!({"error": NOT_LOGGED_IN})));
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            json!({"error": NOT_LOGGED_IN, "code": "not_logged_in"})
+        )
+    );
     let (status, _) =
         json(change_password(&app, &first, NEW_PASSWORD, "yet another passphrase", None).await)
             .await;
@@ -526,7 +550,10 @@ async fn a_wrong_current_password_is_refused_and_changes_nothing() {
     let email = register(&app, "ken", Some(phone)).await;
     let token = login_token(&app, "ken", PASSWORD).await;
     let other = login_token(&app, "ken", PASSWORD).await;
-    let refused = (401, json!({"error": "Invalid credentials"}));
+    let refused = (
+        401,
+        json!({"error": "Invalid credentials", "code": "invalid_credentials"}),
+    );
 
     let resp = change_password(&app, &token, "not my password", NEW_PASSWORD, None).await;
     assert!(
@@ -633,7 +660,10 @@ async fn email_change_needs_the_code_from_the_new_address_and_notifies_the_old_o
     .await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired code"}))
+        (
+            400,
+            json!({"error": "Invalid or expired code", "code": "invalid_code"})
+        )
     );
     assert_eq!(me(&app, &token).await["email"], old);
 
@@ -743,7 +773,10 @@ async fn phone_change_and_removal() {
     .await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Missing field: new_phone"}))
+        (
+            400,
+            json!({"error": "Missing field: new_phone", "code": "bad_request"})
+        )
     );
 
     let (status, body) = authed_json(
@@ -776,7 +809,10 @@ async fn phone_change_and_removal() {
     };
     assert_eq!(
         confirm(wrong(&code)).await,
-        (400, json!({"error": "Invalid or expired code"}))
+        (
+            400,
+            json!({"error": "Invalid or expired code", "code": "invalid_code"})
+        )
     );
     assert_eq!(
         confirm(code.clone()).await,
@@ -875,7 +911,10 @@ async fn another_users_session_id_is_404_like_an_unknown_one() {
     let theirs = login_token(&app, "rupert", PASSWORD).await;
     let their_id = current_session_id(&app, &theirs).await;
 
-    let not_found = (404, json!({"error": "Session not found"}));
+    let not_found = (
+        404,
+        json!({"error": "Session not found", "code": "session_not_found"}),
+    );
     let path = format!("/sessions/{their_id}");
     assert_eq!(
         authed_json(&app, Method::DELETE, &path, &mine, None).await,
@@ -986,7 +1025,10 @@ async fn a_deleted_accounts_identifiers_can_be_registered_again_and_its_old_sess
         let (status, body) = json(app.login(identifier, PASSWORD).await).await;
         assert_eq!(
             (status, body),
-            (401, json!({"error": "Invalid credentials"})),
+            (
+                401,
+                json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+            ),
             "{identifier}"
         );
     }
@@ -1042,7 +1084,10 @@ async fn registration_with_a_taken_email_under_require_verified_email_answers_li
     .await;
     assert_eq!(
         (status, body),
-        (409, json!({"error": "User already exists"}))
+        (
+            409,
+            json!({"error": "User already exists", "code": "user_exists"})
+        )
     );
 }
 
@@ -1053,7 +1098,10 @@ async fn without_require_verified_email_a_taken_email_is_still_409() {
     let (status, body) = json(app.register("someone", &email, None, PASSWORD).await).await;
     assert_eq!(
         (status, body),
-        (409, json!({"error": "User already exists"}))
+        (
+            409,
+            json!({"error": "User already exists", "code": "user_exists"})
+        )
     );
     // And an unverified email does not stop a login.
     login_token(&app, "xavier", PASSWORD).await;
@@ -1072,7 +1120,10 @@ async fn login_with_an_unverified_email_under_require_verified_email_is_403_and_
     );
     assert_eq!(
         json(resp).await,
-        (403, json!({"error": "Email address not verified"}))
+        (
+            403,
+            json!({"error": "Email address not verified", "code": "email_not_verified"})
+        )
     );
     let code = code_by_mail(&app, &email, VERIFY_EMAIL, 2).await;
 
@@ -1080,7 +1131,10 @@ async fn login_with_an_unverified_email_under_require_verified_email_is_403_and_
     let (status, body) = json(app.login("yvonne", "wrong password!").await).await;
     assert_eq!(
         (status, body),
-        (401, json!({"error": "Invalid credentials"}))
+        (
+            401,
+            json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+        )
     );
 
     assert_eq!(
@@ -1147,7 +1201,10 @@ async fn self_service_needs_a_session() {
             let (status, got) = json(app.send(req, path).await).await;
             assert_eq!(
                 (status, got),
-                (401, json!({"error": NOT_LOGGED_IN})),
+                (
+                    401,
+                    json!({"error": NOT_LOGGED_IN, "code": "not_logged_in"})
+                ),
                 "{method} {path} with {credential:?}"
             );
         }

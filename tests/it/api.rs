@@ -196,7 +196,10 @@ async fn a_reset_token_works_once() {
     .await;
     assert_eq!(
         (status, body),
-        (401, json!({"error": "Invalid or expired reset token"}))
+        (
+            401,
+            json!({"error": "Invalid or expired reset token", "code": "invalid_reset_token"})
+        )
     );
     login_token(&app, "erin", NEW_PASSWORD).await;
 }
@@ -251,7 +254,10 @@ async fn a_code_works_once() {
     let (status, body) = json(app.validate("ivan", &code).await).await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired OTP"}))
+        (
+            400,
+            json!({"error": "Invalid or expired OTP", "code": "invalid_otp"})
+        )
     );
 }
 
@@ -266,7 +272,10 @@ async fn the_sixth_guess_fails_after_five_wrong_ones_even_when_right() {
     let (status, body) = json(app.validate("judy", &code).await).await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired OTP"}))
+        (
+            400,
+            json!({"error": "Invalid or expired OTP", "code": "invalid_otp"})
+        )
     );
     // A new code works again.
     let code = code_by_email(&app, "judy", &email).await;
@@ -339,7 +348,13 @@ async fn login_failures_look_the_same_for_unknown_users_and_wrong_passwords() {
     register(&app, "oscar", None).await;
     let (s1, b1) = json(app.login("oscar", "wrong password!").await).await;
     let (s2, b2) = json(app.login("nobody", "wrong password!").await).await;
-    assert_eq!((s1, &b1), (401, &json!({"error": "Invalid credentials"})));
+    assert_eq!(
+        (s1, &b1),
+        (
+            401,
+            &json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+        )
+    );
     assert_eq!((s2, &b2), (s1, &b1));
 }
 
@@ -431,7 +446,10 @@ async fn concurrent_duplicate_registrations_give_one_success() {
     for resp in responses {
         match resp.status().as_u16() {
             201 => created += 1,
-            409 => assert_eq!(json(resp).await.1, json!({"error": "User already exists"})),
+            409 => assert_eq!(
+                json(resp).await.1,
+                json!({"error": "User already exists", "code": "user_exists"})
+            ),
             other => panic!("unexpected status {other}"),
         }
     }

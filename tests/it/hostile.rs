@@ -2,8 +2,8 @@
 //! JSON, huge fields, wrong types, duplicate keys, NUL bytes, invalid and overlong UTF-8,
 //! Unicode look-alikes, SQL and header-injection strings in every field, a Content-Length
 //! that lies, chunked bodies and wrong Content-Types. Each must get a 4xx (never a 5xx)
-//! with a JSON `{"error": …}` body naming the problem, and nothing harmful may reach the
-//! database: afterwards it still registers and logs users in normally.
+//! with a JSON `{"error": …, "code": …}` body naming the problem, and nothing harmful may
+//! reach the database: afterwards it still registers and logs users in normally.
 //!
 //! What reqwest cannot send (a lying Content-Length, hand-made chunked framing, raw
 //! header bytes) is written byte for byte on a `TcpStream`, and every read is bounded.
@@ -91,7 +91,31 @@ impl Answer {
             .as_str()
             .unwrap_or_else(|| panic!("{what}: no \"error\" string in {body}"))
             .to_owned();
-        assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{what}: {body}");
+        // Beside the message, its stable code; and the field at fault, for `invalid_field`.
+        let code = body["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no \"code\" string in {body}"));
+        assert!(
+            !code.is_empty()
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "{what}: code {code:?} is not snake_case"
+        );
+        let keys = if code == "invalid_field" {
+            let field = body["field"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: invalid_field without a field: {body}"));
+            assert!(msg.starts_with(&format!("{field}: ")), "{what}: {body}");
+            3
+        } else {
+            2
+        };
+        assert_eq!(
+            body.as_object().map(|o| o.len()),
+            Some(keys),
+            "{what}: {body}"
+        );
         for needle in needles {
             assert!(
                 msg.to_ascii_lowercase()

@@ -58,8 +58,10 @@ impl InProcess {
         let Command::Serve(settings) = cli.command else {
             unreachable!("parsed a serve command")
         };
-        let webauthn =
-            Arc::new(gatehouse::auth::passkey::relying_party(&settings.factors).unwrap());
+        let webauthn = Arc::new(
+            gatehouse::auth::passkey::relying_party(&settings.factors, &settings.public_url)
+                .unwrap(),
+        );
         let state = AppState {
             store: gatehouse::store::connect(&settings.database).await.unwrap(),
             hasher: Arc::new(PasswordHasher::new(&settings.hashing).unwrap()),
@@ -117,11 +119,11 @@ impl InProcess {
 }
 
 impl Answer {
-    /// Asserts the status and the exact `{"error": …}` body.
-    fn is_error(&self, status: u16, message: &str) {
+    /// Asserts the status and the exact `{"error": …, "code": …}` body.
+    fn is_error(&self, status: u16, code: &str, message: &str) {
         assert_eq!(
             (self.status, &self.body),
-            (status, &json!({ "error": message })),
+            (status, &json!({ "error": message, "code": code })),
         );
     }
 
@@ -139,9 +141,11 @@ async fn a_body_not_declared_as_json_is_a_415() {
         Some("text/plain"),
         Some("application/x-www-form-urlencoded"),
     ] {
-        app.post("/login", content_type, body)
-            .await
-            .is_error(415, "Content-Type must be application/json");
+        app.post("/login", content_type, body).await.is_error(
+            415,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        );
     }
     // Parameters and +json types are JSON too: these get past the media type.
     for content_type in [
@@ -149,19 +153,23 @@ async fn a_body_not_declared_as_json_is_a_415() {
         "application/problem+json",
     ] {
         let answer = app.post("/login", Some(content_type), "[]").await;
-        answer.is_error(400, "The request body must be a JSON object");
+        answer.is_error(400, "bad_request", "The request body must be a JSON object");
     }
 }
 
 #[tokio::test]
 async fn malformed_json_is_a_400_that_says_so() {
     let app = InProcess::start(false).await;
-    app.post_json("/login", "")
-        .await
-        .is_error(400, "Malformed JSON: the body is empty");
-    app.post_json("/login", "[1, 2]")
-        .await
-        .is_error(400, "The request body must be a JSON object");
+    app.post_json("/login", "").await.is_error(
+        400,
+        "bad_request",
+        "Malformed JSON: the body is empty",
+    );
+    app.post_json("/login", "[1, 2]").await.is_error(
+        400,
+        "bad_request",
+        "The request body must be a JSON object",
+    );
     for bad in [
         "{not json",
         r#"{"identifier": "a", "password": "b"} trailing"#,
@@ -179,10 +187,10 @@ async fn a_missing_field_is_a_400_naming_it() {
     let app = InProcess::start(false).await;
     app.post_json("/login", r#"{"identifier": "alice"}"#)
         .await
-        .is_error(400, "Missing field: password");
+        .is_error(400, "bad_request", "Missing field: password");
     app.post_json("/register", r#"{"username": "alice", "password": "x"}"#)
         .await
-        .is_error(400, "Missing field: email");
+        .is_error(400, "bad_request", "Missing field: email");
 }
 
 #[tokio::test]
@@ -205,27 +213,35 @@ async fn a_body_over_16_kib_is_a_413_whether_declared_or_not() {
         "a".repeat(16 * 1024)
     );
     // No Content-Length: refused while reading.
-    app.post_json("/login", &big).await.is_error(413, limit);
+    app.post_json("/login", &big)
+        .await
+        .is_error(413, "payload_too_large", limit);
     // A Content-Length over the limit: refused on the header alone.
     let request = Request::post("/register")
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CONTENT_LENGTH, (1u64 << 30).to_string())
         .body(Body::empty())
         .unwrap();
-    app.send(request).await.is_error(413, limit);
+    app.send(request)
+        .await
+        .is_error(413, "payload_too_large", limit);
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_404_and_405() {
     let app = InProcess::start(false).await;
-    app.get("/nowhere").await.is_error(404, "Not found");
+    app.get("/nowhere")
+        .await
+        .is_error(404, "not_found", "Not found");
     app.post_json("/login/extra", "{}")
         .await
-        .is_error(404, "Not found");
-    app.get("/login").await.is_error(405, "Method not allowed");
+        .is_error(404, "not_found", "Not found");
+    app.get("/login")
+        .await
+        .is_error(405, "method_not_allowed", "Method not allowed");
     app.post_json("/me", "{}")
         .await
-        .is_error(405, "Method not allowed");
+        .is_error(405, "method_not_allowed", "Method not allowed");
     // A method HTTP does not define is refused before routing, with the same answer.
     let brew = Method::from_bytes(b"BREW").unwrap();
     let request = Request::builder()
@@ -233,7 +249,9 @@ async fn unknown_routes_and_methods_get_json_404_and_405() {
         .uri("/login")
         .body(Body::empty())
         .unwrap();
-    app.send(request).await.is_error(405, "Method not allowed");
+    app.send(request)
+        .await
+        .is_error(405, "method_not_allowed", "Method not allowed");
 }
 
 #[tokio::test]

@@ -3,10 +3,11 @@
 //! `scripts/test` pick suites by that prefix (which backends each runs on is decided there).
 //!
 //! - `in_process`: `app()` driven with `oneshot`, no socket and no server process.
-//! - `api`, `accounts`, `attacks`, `hostile`, `import_seed`, `mfa`, `operations`, `outages`,
-//!   `passkeys`, `resilience`, `scale_out`, `openapi`: black-box, the real binary on port 0
-//!   (see `common`; `passkeys` signs with the software authenticator in
-//!   `common::authenticator`).
+//! - `api`, `accounts`, `attacks`, `errors`, `forward_auth`, `hostile`, `import_seed`,
+//!   `mfa`, `operations`, `outages`, `passkeys`, `resilience`, `scale_out`, `openapi`:
+//!   black-box, the real binary on port 0 (see `common`; `passkeys` signs with the
+//!   software authenticator in `common::authenticator`).
+//! - `proxies`: the real binary behind real nginx and Caddy (forward authentication).
 //! - `store_contract`: the `Store` trait held to one contract on every database.
 //! - `parsers_prop`: property tests of the domain parsers.
 //! - `harness_selftest`: the parts of `common` that are ours (the SMTP sink, the waits).
@@ -22,6 +23,8 @@ mod common;
 mod accounts;
 mod api;
 mod attacks;
+mod errors;
+mod forward_auth;
 mod harness_selftest;
 mod hostile;
 mod import_seed;
@@ -32,6 +35,7 @@ mod operations;
 mod outages;
 mod parsers_prop;
 mod passkeys;
+mod proxies;
 mod resilience;
 mod scale_out;
 mod store_contract;

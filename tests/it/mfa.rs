@@ -42,27 +42,33 @@ const RECOVERY_ALPHABET: &str = "0123456789abcdefghjkmnpqrstvwxyz";
 
 /// A wrong second factor at /login/mfa or /reauthenticate.
 fn invalid_second_factor() -> (u16, Value) {
-    (401, json!({"error": "Invalid code"}))
+    (
+        401,
+        json!({"error": "Invalid code", "code": "invalid_second_factor"}),
+    )
 }
 
 /// An `mfa_token` that is unknown, expired, used or out of tries.
 fn sign_in_expired() -> (u16, Value) {
     (
         401,
-        json!({"error": "The sign-in has expired; log in again"}),
+        json!({"error": "The sign-in has expired; log in again", "code": "sign_in_expired"}),
     )
 }
 
 /// A wrong code at /mfa/totp/confirm, DELETE /mfa/totp and /login/code.
 fn invalid_or_expired() -> (u16, Value) {
-    (400, json!({"error": "Invalid or expired code"}))
+    (
+        400,
+        json!({"error": "Invalid or expired code", "code": "invalid_code"}),
+    )
 }
 
 /// Step-up refused.
 fn reauth_required() -> (u16, Value) {
     (
         403,
-        json!({"error": "Re-authentication required", "reauth_required": true}),
+        json!({"error": "Re-authentication required", "code": "reauth_required", "reauth_required": true}),
     )
 }
 
@@ -89,13 +95,13 @@ fn unix_millis() -> u64 {
     u64::try_from(since.as_millis()).expect("a sane clock")
 }
 
-/// The TOTP time step the clock is in.
-fn current_step() -> u64 {
+/// The TOTP time step the clock is in (also used by `errors`).
+pub(crate) fn current_step() -> u64 {
     unix_millis() / 1000 / TOTP_STEP
 }
 
 /// The code of time step `step` for the base32 `secret` (SHA-1, 6 digits, 30 s).
-fn code_at_step(secret: &str, step: u64) -> String {
+pub(crate) fn code_at_step(secret: &str, step: u64) -> String {
     let bytes = totp_rs::Secret::Encoded(secret.to_owned())
         .to_bytes()
         .expect("a base32 secret");
@@ -266,6 +272,7 @@ fn expect_mfa_required(got: &(u16, Value), methods: &[&str]) -> String {
     let (status, body) = got;
     assert_eq!(*status, 401, "{body}");
     assert_eq!(body["error"], "Second factor required", "{body}");
+    assert_eq!(body["code"], "mfa_required", "{body}");
     assert_eq!(body["mfa_required"], true, "{body}");
     assert_eq!(body["methods"], json!(methods), "{body}");
     let token = body["mfa_token"].as_str().expect("an mfa_token");
@@ -321,7 +328,10 @@ async fn login_with(app: &TestApp, identifier: &str, method: &str, code: &str) -
 async fn me_status(app: &TestApp, token: &str) -> u16 {
     let (status, body) = json(app.me(token).await).await;
     if status == 401 {
-        assert_eq!(body, json!({"error": NOT_LOGGED_IN}));
+        assert_eq!(
+            body,
+            json!({"error": NOT_LOGGED_IN, "code": "not_logged_in"})
+        );
     }
     status
 }
@@ -520,7 +530,7 @@ async fn enrolling_totp_changes_nothing_until_confirmed_and_then_login_asks_for_
 
     let enabled = (
         409,
-        json!({"error": "Two-factor authentication is already enabled"}),
+        json!({"error": "Two-factor authentication is already enabled", "code": "totp_already_enabled"}),
     );
     assert_eq!(
         authed_json(&app, Method::POST, "/mfa/totp/setup", &token, None).await,
@@ -542,7 +552,10 @@ async fn enrolling_totp_changes_nothing_until_confirmed_and_then_login_asks_for_
     assert!(set_cookie_header(&resp, "mfa_token").is_none());
     assert_eq!(
         json(resp).await,
-        (401, json!({"error": "Invalid credentials"}))
+        (
+            401,
+            json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+        )
     );
 
     // The code that confirmed the enrolment took its step: it does not sign in.
@@ -873,7 +886,10 @@ async fn a_password_reset_leaves_totp_on_and_logs_nobody_in() {
     );
     assert_eq!(
         json(app.login("zara", PASSWORD).await).await,
-        (401, json!({"error": "Invalid credentials"}))
+        (
+            401,
+            json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+        )
     );
     // The new password alone is not enough: TOTP is still on.
     let mfa = mfa_token(&app, "zara", NEW_PASSWORD).await;
@@ -917,7 +933,7 @@ async fn code_login_on_an_mfa_account_still_asks_for_the_factor() {
         for (path, body) in calls {
             assert_eq!(
                 json(off.post_json(path, &body).await).await,
-                (404, json!({"error": "Not found"})),
+                (404, json!({"error": "Not found", "code": "not_found"})),
                 "{path}"
             );
         }
@@ -1057,7 +1073,10 @@ async fn an_old_session_must_reauthenticate_with_its_second_factor_before_a_sens
     assert_eq!(body["mfa"], mfa_summary(true, 10), "{body}");
     assert_eq!(
         json(app.login("carl", NEW_PASSWORD).await).await,
-        (401, json!({"error": "Invalid credentials"}))
+        (
+            401,
+            json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+        )
     );
 
     // The password alone does not re-authenticate an account with a second factor…
@@ -1139,7 +1158,10 @@ async fn a_session_without_a_recent_proof_cannot_change_the_password_until_it_re
     assert_names_field(&reauthenticate(&app, &token, json!({})).await, "password");
     assert_eq!(
         reauthenticate(&app, &token, json!({"password": "not my password"})).await,
-        (401, json!({"error": "Invalid credentials"}))
+        (
+            401,
+            json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+        )
     );
     assert_eq!(
         change_password(&app, &token, PASSWORD, NEW_PASSWORD).await,
@@ -1159,7 +1181,10 @@ async fn a_session_without_a_recent_proof_cannot_change_the_password_until_it_re
     // A current password in the body is still checked.
     assert_eq!(
         change_password(&app, &token, "not my password", NEW_PASSWORD).await,
-        (401, json!({"error": "Invalid credentials"}))
+        (
+            401,
+            json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+        )
     );
     assert_eq!(
         change_password(&app, &token, PASSWORD, NEW_PASSWORD).await,
@@ -1219,7 +1244,7 @@ async fn removing_totp_needs_a_code_and_takes_the_recovery_codes_with_it() {
         remove(codes[5].clone()).await,
         (
             404,
-            json!({"error": "Two-factor authentication is not enabled"})
+            json!({"error": "Two-factor authentication is not enabled", "code": "totp_not_enabled"})
         )
     );
     let (status, body) = authed_json(&app, Method::POST, "/mfa/recovery-codes", &token, None).await;

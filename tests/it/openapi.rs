@@ -48,6 +48,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/passkeys/{id}"),
     ("POST", "/passkeys/login/start"),
     ("POST", "/passkeys/login/finish"),
+    ("GET", "/auth/verify"),
 ];
 
 /// Second-factor routes that read a JSON body.
@@ -222,8 +223,14 @@ async fn every_response_error_header_and_security_scheme_is_documented() {
     let doc = document(&app).await;
 
     let error_body = &doc["components"]["schemas"]["ErrorBody"];
-    assert_eq!(error_body["required"], serde_json::json!(["error"]));
+    assert_eq!(error_body["required"], serde_json::json!(["error", "code"]));
     assert_eq!(error_body["properties"]["error"]["type"], "string");
+    assert_eq!(error_body["properties"]["code"]["type"], "string");
+    // `field` comes only with `invalid_field`: optional.
+    assert!(
+        error_body["properties"]["field"].is_object(),
+        "{error_body}"
+    );
 
     for (method, path) in ROUTES {
         let op = operation(&doc, method, path);
@@ -272,10 +279,17 @@ async fn every_response_error_header_and_security_scheme_is_documented() {
                     "{method} {path} {status}: error body"
                 );
                 let extended = resolve(&doc, schema);
-                assert_eq!(
-                    extended["properties"]["error"]["type"], "string",
-                    "{method} {path} {status}: `error` is in every error body"
-                );
+                for key in ["error", "code"] {
+                    assert_eq!(
+                        extended["properties"][key]["type"], "string",
+                        "{method} {path} {status}: `{key}` is in every error body"
+                    );
+                    let required = extended["required"].as_array().expect("required fields");
+                    assert!(
+                        required.contains(&key.into()),
+                        "{method} {path} {status}: `{key}` is required"
+                    );
+                }
             }
             // Every schema reference resolves.
             for media in response["content"].as_object().into_iter().flatten() {

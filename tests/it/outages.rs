@@ -38,7 +38,7 @@ async fn assert_prompt_503(app: &TestApp, name: &str) {
     assert!(resp.headers().contains_key("retry-after"));
     assert_eq!(
         json(resp).await.1,
-        serde_json::json!({"error": "Service temporarily unavailable"})
+        serde_json::json!({"error": "Service temporarily unavailable", "code": "unavailable"})
     );
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
     let started = Instant::now();

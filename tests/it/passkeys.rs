@@ -2,7 +2,8 @@
 //! it as the second step of a password login, signing in with it and no password, using
 //! it to re-authenticate a session, and removing it; and the ways a ceremony must fail
 //! (another account's credential, a replay, a made-up challenge, a wrong origin, no user
-//! verification). The browser and the authenticator are `common::authenticator`, a soft
+//! verification from a passkey registered with it). A passkey that cannot verify its user
+//! registers too, and counts as possession alone. The browser and the authenticator are `common::authenticator`, a soft
 //! passkey: the server is driven exactly as a browser would drive it.
 
 use std::time::{Duration, Instant};
@@ -220,7 +221,10 @@ async fn mails_with_subject(app: &TestApp, to: &str, subject: &str, n: usize) ->
 }
 
 fn invalid_code() -> (u16, Value) {
-    (401, json!({"error": INVALID_CODE}))
+    (
+        401,
+        json!({"error": INVALID_CODE, "code": "invalid_second_factor"}),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -237,7 +241,7 @@ async fn registering_a_passkey_lists_it_and_counts_it_as_a_second_factor() {
     assert_eq!(selection["residentKey"], json!("preferred"), "{options}");
     assert_eq!(
         selection["userVerification"],
-        json!("required"),
+        json!("preferred"),
         "{options}"
     );
     assert_eq!(options["publicKey"]["rp"]["id"], json!("localhost"));
@@ -288,7 +292,7 @@ async fn a_passkey_is_the_second_step_of_a_password_login() {
     assert_eq!(allowed_ids(&options), vec![passkey.id_b64()], "{options}");
     assert_eq!(
         options["publicKey"]["userVerification"],
-        json!("required"),
+        json!("preferred"),
         "{options}"
     );
 
@@ -316,7 +320,7 @@ async fn a_passkey_is_the_second_step_of_a_password_login() {
 }
 
 #[tokio::test]
-async fn passwordless_passkey_login_opens_an_aal2_session() {
+async fn passwordless_passkey_login_with_user_verification_opens_an_aal2_session() {
     let app = spawn().await;
     register(&app, "alice").await;
     let first = login_token(&app, "alice", PASSWORD).await;
@@ -478,7 +482,7 @@ async fn an_aal1_session_cannot_remove_a_passkey() {
         (status, body),
         (
             403,
-            json!({"error": "Re-authentication required", "reauth_required": true})
+            json!({"error": "Re-authentication required", "code": "reauth_required", "reauth_required": true})
         )
     );
 
@@ -516,7 +520,22 @@ async fn an_aal1_session_cannot_remove_a_passkey() {
         None,
     )
     .await;
-    assert_eq!((status, body), (404, json!({"error": "Passkey not found"})));
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"error": "Passkey not found", "code": "passkey_not_found"})
+        )
+    );
+    // An id that is not even text is no passkey either, and the answer is JSON.
+    let (status, body) = authed_json(&app, Method::DELETE, "/passkeys/%FF", &token, None).await;
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"error": "Passkey not found", "code": "passkey_not_found"})
+        )
+    );
     let (status, body) = authed_json(
         &app,
         Method::DELETE,
@@ -525,7 +544,13 @@ async fn an_aal1_session_cannot_remove_a_passkey() {
         None,
     )
     .await;
-    assert_eq!((status, body), (404, json!({"error": "Passkey not found"})));
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"error": "Passkey not found", "code": "passkey_not_found"})
+        )
+    );
 
     let (status, body) = authed_json(&app, Method::DELETE, &path, &token, None).await;
     assert_eq!((status, body), (200, json!({"message": "Passkey removed"})));
@@ -600,19 +625,20 @@ async fn a_credential_that_is_not_a_credential_is_refused_naming_the_field() {
 }
 
 #[tokio::test]
-async fn an_assertion_from_another_origin_or_without_user_verification_is_refused() {
+async fn an_assertion_from_another_origin_or_without_the_verification_it_was_registered_with_is_refused(
+) {
     let app = spawn().await;
     register(&app, "alice").await;
     let token = login_token(&app, "alice", PASSWORD).await;
 
-    // A registration from another origin, or without user verification, adds nothing.
+    // A registration from another origin, or answering another challenge, adds nothing.
     for knobs in [
         Knobs {
             origin: Some("https://evil.example".into()),
             ..Knobs::default()
         },
         Knobs {
-            no_user_verification: true,
+            challenge: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
             ..Knobs::default()
         },
     ] {
@@ -633,6 +659,7 @@ async fn an_assertion_from_another_origin_or_without_user_verification_is_refuse
             origin: Some("http://localhost:9999".into()),
             ..Knobs::default()
         },
+        // Registered with user verification, it must verify its user ever after.
         Knobs {
             no_user_verification: true,
             ..Knobs::default()
@@ -682,4 +709,77 @@ async fn an_assertion_from_another_origin_or_without_user_verification_is_refuse
     assert_eq!(current_session(&app, &token).await["aal"], json!("aal1"));
     // None of it was taken for a use.
     assert!(passkeys(&app, &token).await[0]["last_used_at"].is_null());
+}
+
+#[tokio::test]
+async fn a_passkey_that_cannot_verify_its_user_alone_opens_an_aal1_session_and_after_the_password_an_aal2_one(
+) {
+    let app = spawn().await;
+    register(&app, "alice").await;
+    let first = login_token(&app, "alice", PASSWORD).await;
+    let plain = Knobs {
+        no_user_verification: true,
+        ..Knobs::default()
+    };
+
+    // A security key without a PIN registers: user verification is preferred, not required.
+    let options = register_start(&app, &first).await;
+    let (credential, key) = authenticator::create_with(&options, &plain);
+    let (status, body) = register_finish(&app, &first, &credential, "Plain key").await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("an id").to_string();
+
+    // Alone it is one factor, possession: an aal1 session.
+    let options = passwordless_start(&app, &json!({})).await;
+    let token = passwordless_token(&app, &authenticator::get_with(&options, &key, &plain)).await;
+    assert_eq!(me(&app, &token).await["username"], json!("alice"));
+    assert_eq!(current_session(&app, &token).await["aal"], json!("aal1"));
+
+    // Proving possession again refreshes the proof but does not make it two factors: the
+    // session still cannot remove a factor.
+    let (status, options) = authed_json(
+        &app,
+        Method::POST,
+        "/reauthenticate/passkey/start",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    let assertion = authenticator::get_with(&options, &key, &plain);
+    let (status, body) = authed_json(
+        &app,
+        Method::POST,
+        "/reauthenticate",
+        &token,
+        Some(json!({"method": "passkey", "credential": assertion})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(current_session(&app, &token).await["aal"], json!("aal1"));
+    let (status, body) = authed_json(
+        &app,
+        Method::DELETE,
+        &format!("/passkeys/{id}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["reauth_required"], json!(true), "{body}");
+
+    // After the password, it is the second factor: aal2.
+    let mfa = mfa_token(&app, "alice").await;
+    let options = second_step_start(&app, &mfa).await;
+    let resp = second_step(&app, &mfa, &authenticator::get_with(&options, &key, &plain)).await;
+    let strong = session_cookie(&resp);
+    let (status, body) = json(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let strong = strong.expect("a session cookie");
+    assert_eq!(current_session(&app, &strong).await["aal"], json!("aal2"));
+
+    // The same key verifying its user (a PIN set since): two factors alone.
+    let options = passwordless_start(&app, &json!({})).await;
+    let token = passwordless_token(&app, &authenticator::get(&options, &key)).await;
+    assert_eq!(current_session(&app, &token).await["aal"], json!("aal2"));
 }

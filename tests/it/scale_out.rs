@@ -340,7 +340,10 @@ async fn a_totp_code_used_on_one_instance_is_refused_on_the_other() {
     let (status, body) = json(p.b.post_json("/login/mfa", &mfa(&on_b)).await).await;
     assert_eq!(
         (status, body),
-        (401, serde_json::json!({"error": "Invalid code"}))
+        (
+            401,
+            serde_json::json!({"error": "Invalid code", "code": "invalid_second_factor"})
+        )
     );
 }
 
@@ -397,6 +400,9 @@ async fn a_passkey_ceremony_started_on_one_instance_finishes_on_the_other_once()
     let (status, body) = json(p.b.post_json("/passkeys/login/finish", &assertion).await).await;
     assert_eq!(
         (status, body),
-        (401, serde_json::json!({"error": "Invalid code"}))
+        (
+            401,
+            serde_json::json!({"error": "Invalid code", "code": "invalid_second_factor"})
+        )
     );
 }

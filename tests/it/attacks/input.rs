@@ -88,7 +88,10 @@ async fn the_punycode_and_unicode_forms_of_a_domain_are_one_mailbox() {
         let (status, body) = register(&app, "anna2", other, PASSWORD).await;
         assert_eq!(
             (status, body),
-            (409, json!({"error": "User already exists"})),
+            (
+                409,
+                json!({"error": "User already exists", "code": "user_exists"})
+            ),
             "{other}"
         );
     }

@@ -174,6 +174,9 @@ async fn failed_guesses_add_up_across_codes_and_the_owner_is_told() {
     let (status, body) = json(app.validate("alice@example.com", &last_code).await).await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired OTP"}))
+        (
+            400,
+            json!({"error": "Invalid or expired OTP", "code": "invalid_otp"})
+        )
     );
 }

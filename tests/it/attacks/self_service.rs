@@ -48,7 +48,10 @@ async fn a_stolen_session_guesses_the_current_password_no_faster_than_a_login() 
             with_session(&app, Method::POST, "/change-password", &token, Some(body)).await;
         assert_eq!(
             (status, body),
-            (401, json!({"error": "Invalid credentials"}))
+            (
+                401,
+                json!({"error": "Invalid credentials", "code": "invalid_credentials"})
+            )
         );
     }
     // The budget is the account's login budget: spent for /login too, and for every
@@ -139,7 +142,10 @@ async fn a_verification_code_is_no_way_into_an_account_by_recovery_or_by_login()
     let (status, body) = json(app.validate("alice@example.com", &code).await).await;
     assert_eq!(
         (status, body),
-        (400, json!({"error": "Invalid or expired OTP"}))
+        (
+            400,
+            json!({"error": "Invalid or expired OTP", "code": "invalid_otp"})
+        )
     );
     assert_eq!(app.login("alice", &code).await.status(), 401);
     // Still good for what it is for, once.
@@ -164,7 +170,10 @@ async fn any_session_id_that_is_not_the_callers_is_the_same_404() {
         let (status, body) = with_session(&app, Method::DELETE, path, &token, None).await;
         assert_eq!(
             (status, body),
-            (404, json!({"error": "Session not found"})),
+            (
+                404,
+                json!({"error": "Session not found", "code": "session_not_found"})
+            ),
             "{path}"
         );
     }

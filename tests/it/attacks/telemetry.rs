@@ -52,7 +52,10 @@ fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTree
 async fn metrics_and_the_detailed_readiness_report_are_not_on_the_public_listener() {
     let app = TestApp::spawn().await;
     let (status, body) = json(app.get("/metrics", None).await).await;
-    assert_eq!((status, body), (404, json!({"error": "Not found"})));
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "Not found", "code": "not_found"}))
+    );
     let (status, body) = json(app.get("/readyz", None).await).await;
     assert_eq!((status, body), (200, json!({"status": "ready"})));
 
@@ -95,7 +98,10 @@ async fn made_up_methods_are_refused_and_never_become_metric_labels() {
     let (status, body) = json(resp).await;
     assert_eq!(
         (status, body),
-        (405, json!({"error": "Method not allowed"}))
+        (
+            405,
+            json!({"error": "Method not allowed", "code": "method_not_allowed"})
+        )
     );
 
     let after = app.admin_get("/metrics").await.text().await.unwrap();
