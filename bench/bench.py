@@ -3,19 +3,23 @@ library only).
 
     bench/run [sqlite|postgres|mysql] [--quick] [--smoke] [--only standard|production|factors]
 
-Builds the release binary (and the load generator examples/bench_factors.rs), installs wrk if missing, starts the server on a free 127.0.0.1
+Builds the release binary (and the load generator examples/bench_factors.rs), installs wrk
+(and nginx, for figure 11) if missing, starts the server on a free 127.0.0.1
 port against a fresh database, seeds users, drives it with wrk and prints markdown tables,
 which it also writes into bench/RESULTS.md (one section per backend and scenario set).
 Every ratio's reference is measured in the same run.
 
 Two scenario sets:
 - standard: the figures RESULTS.md has always had (hash and stack ceilings, login
-  throughput, session checks, isolation, cheap failures, memory, growth, import) and the
+  throughput, session checks, isolation, cheap failures, memory, growth, import), the
   second-factor logins (figure 10: password + TOTP and passkey logins against password
   logins, all three driven by examples/bench_factors.rs, which computes a TOTP code or
-  signs a WebAuthn assertion for each login). Rate limits are raised out of the way for
-  the throughput figures. `--only factors` runs figure 10 alone: it prints its rows and
-  judges them, and leaves RESULTS.md alone (its table is the standard one).
+  signs a WebAuthn assertion for each login), and forward authentication (figure 11:
+  GET /auth/verify with live sessions against the stack ceiling, and what nginx
+  `auth_request` to it adds to the median request of a small app behind an nginx the run
+  starts itself). Rate limits are raised out of the way for the throughput figures.
+  `--only factors` runs figure 10 alone: it prints its rows and judges them, and leaves
+  RESULTS.md alone (its table is the standard one).
 - production: the configuration people run. Default rate limits, clients behind a trusted
   proxy (TRUSTED_PROXIES=127.0.0.1/32) arriving from many addresses (X-Forwarded-For),
   many accounts each with a live session and a live code, the Redis limiter on PostgreSQL
@@ -155,8 +159,16 @@ def verdict(ok: bool) -> str:
 # ---------------------------------------------------------------- prerequisites
 
 
+# Where administrators' tools live (nginx is /usr/sbin/nginx); not every PATH has them.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
 class Prereqs:
     apt_updated = False
+
+    @staticmethod
+    def which(command: str) -> str | None:
+        return shutil.which(command) or shutil.which(command, path=os.pathsep.join(SBIN_DIRS))
 
     @staticmethod
     def as_root(cmd: list[str]) -> list[str]:
@@ -175,13 +187,18 @@ class Prereqs:
         )
 
     @classmethod
-    def need(cls, command: str, package: str) -> None:
-        if shutil.which(command):
-            return
+    def need(cls, command: str, package: str) -> str:
+        """The path of `command` (on PATH or in an sbin directory), installing `package`
+        for it first if it is missing."""
+        found = cls.which(command)
+        if found:
+            return found
         note(f"installing {package} (for {command})")
         cls.apt_install(package)
-        if not shutil.which(command):
+        found = cls.which(command)
+        if not found:
             raise Failed(f"{command} is still missing after installing {package}")
+        return found
 
 
 # ---------------------------------------------------------------- /proc readings
@@ -534,6 +551,9 @@ class Run:
     server: subprocess.Popen | None = None
     port: int = 0
     db_proc_names: set[str] = field(default_factory=set)
+    # Long-running helpers this run started (figure 11's nginx): their CPU goes with this
+    # script's children (the load generator's column), not with "other processes".
+    helpers: list[subprocess.Popen] = field(default_factory=list)
 
     # ------------------------------------------------------------ processes
 
@@ -571,6 +591,8 @@ class Run:
         if not shutil.which("cargo"):
             raise Failed("cargo not found: install the Rust toolchain (https://rustup.rs)")
         Prereqs.need("wrk", "wrk")
+        if "standard" in self.scenarios:
+            self.nginx = Prereqs.need("nginx", "nginx-light")  # figure 11
         if self.backend == "postgres":
             Prereqs.need("psql", "postgresql-client")
         elif self.backend == "mysql":
@@ -721,12 +743,17 @@ class Run:
     # else (the machine's busy time minus those). A figure taken while "other" is well
     # above zero was measured on a busy machine.
 
+    def helper_cpu(self) -> int:
+        return sum(pid_cpu(p.pid) for p in self.helpers if p.poll() is None)
+
     def await_quiet(self) -> None:
         other = 0.0
         for _ in range(self.scale.phase_quiet):
-            b0, s0, d0 = machine_busy(), pid_cpu(self.spid), db_cpu_snapshot(self.db_proc_names)
+            b0, s0, d0, h0 = machine_busy(), pid_cpu(self.spid), db_cpu_snapshot(self.db_proc_names), self.helper_cpu()
             time.sleep(1)
-            other = ((machine_busy() - b0) - (pid_cpu(self.spid) - s0) - db_cpu_delta(d0, db_cpu_snapshot(self.db_proc_names))) / CLK
+            other = (
+                (machine_busy() - b0) - (pid_cpu(self.spid) - s0) - db_cpu_delta(d0, db_cpu_snapshot(self.db_proc_names)) - (self.helper_cpu() - h0)
+            ) / CLK
             if other <= 0.1:
                 return
         if self.scale.phase_quiet:
@@ -734,16 +761,16 @@ class Run:
 
     def phase_begin(self) -> None:
         self.await_quiet()
-        self.ph = (time.monotonic(), machine_busy(), pid_cpu(self.spid), db_cpu_snapshot(self.db_proc_names), children_cpu())
+        self.ph = (time.monotonic(), machine_busy(), pid_cpu(self.spid), db_cpu_snapshot(self.db_proc_names), children_cpu(), self.helper_cpu())
 
     def phase_end(self, name: str) -> Phase:
-        t0, b0, s0, d0, c0 = self.ph
-        c1 = children_cpu()
+        t0, b0, s0, d0, c0, h0 = self.ph
+        c1, h1 = children_cpu(), self.helper_cpu()
         el = time.monotonic() - t0
         b1, s1, d1 = machine_busy(), pid_cpu(self.spid), db_cpu_snapshot(self.db_proc_names)
         server = (s1 - s0) / CLK / el
         db = db_cpu_delta(d0, d1) / CLK / el
-        gen = (c1 - c0) / el
+        gen = (c1 - c0) / el + max(h1 - h0, 0) / CLK / el
         other = max((b1 - b0) / CLK / el - server - db - gen, 0.0)
         threads = proc_kb(self.spid, "Threads") if self.spid else None
         ph = Phase(name, el, server, db if self.db_proc_names else None, gen, other, str(threads) if threads else "?")
@@ -754,17 +781,21 @@ class Run:
 
     # ------------------------------------------------------------ wrk
 
-    def wrk_cmd(self, conns: int, threads: int, dur: int, path: str, script: str | None = None, *args: str) -> list[str]:
+    def wrk_cmd(self, conns: int, threads: int, dur: int, path: str, script: str | None = None, *args: str, base: str | None = None) -> list[str]:
+        """wrk against the server, or against `base` (another URL, e.g. figure 11's nginx)."""
+        url = (base or self.url) + path
         cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{dur}s", "--timeout", "10s", "--latency"]
         if script:
-            cmd += ["-s", str(BENCH_DIR / script), self.url + path, "--", *args]
+            cmd += ["-s", str(BENCH_DIR / script), url, "--", *args]
         else:
-            cmd.append(self.url + path)
+            cmd.append(url)
         return cmd
 
-    def wrk_bg(self, name: str, conns: int, threads: int, dur: int, path: str, script: str | None = None, *args: str) -> tuple[subprocess.Popen, str, int]:
+    def wrk_bg(
+        self, name: str, conns: int, threads: int, dur: int, path: str, script: str | None = None, *args: str, base: str | None = None
+    ) -> tuple[subprocess.Popen, str, int]:
         out = self.work / f"{name}.wrk"
-        return self.spawn(self.wrk_cmd(conns, threads, dur, path, script, *args), out), name, dur
+        return self.spawn(self.wrk_cmd(conns, threads, dur, path, script, *args, base=base), out), name, dur
 
     def wrk_wait(self, handle: tuple[subprocess.Popen, str, int]) -> WrkResult:
         p, name, dur = handle
@@ -785,8 +816,8 @@ class Run:
             raise Failed(f"wrk run '{name}' failed")
         return WrkResult(text)
 
-    def wrk(self, name: str, conns: int, threads: int, dur: int, path: str, script: str | None = None, *args: str) -> WrkResult:
-        return self.wrk_wait(self.wrk_bg(name, conns, threads, dur, path, script, *args))
+    def wrk(self, name: str, conns: int, threads: int, dur: int, path: str, script: str | None = None, *args: str, base: str | None = None) -> WrkResult:
+        return self.wrk_wait(self.wrk_bg(name, conns, threads, dur, path, script, *args, base=base))
 
     # ------------------------------------------------------------ the whole run
 
@@ -886,7 +917,10 @@ class Run:
 
 
 class Standard:
-    """The figures RESULTS.md has always had; numbered as there."""
+    """The figures RESULTS.md has always had; numbered as there. Figure 10 (second factors)
+    is the Factors class's; figure 11 (forward authentication: GET /auth/verify against the
+    stack ceiling, 11a, and the latency nginx `auth_request` adds in front of a small app,
+    11b) is measured right after figure 4, on the same server with the same tokens."""
 
     def __init__(self, run: Run):
         self.r = run
@@ -978,6 +1012,9 @@ class Standard:
         me = r.wrk("me", 64, s.threads, s.d_short, "/me", "bearer.lua", "/me", str(w / "tokens.txt"))
         r.phase_end("4 GET /me, 64 conns")
         note(me.summary("me"))
+
+        # ---------------------------------------------------- 11. forward authentication
+        forward_rows = self.forward_auth(stack)
 
         # ---------------------------------------------------- 1. hash ceiling
         # Measured right before the login figure that is its ratio's numerator, while the
@@ -1202,18 +1239,200 @@ class Standard:
             t.append("| 8 | Growth: 1,000 vs 1,000,000 users | skipped (--quick) | — | within 15 % | — |")
         t.append(f"| 9 | Import speed: `gatehouse import-seed` from the old server's MySQL table into {r.backend} | {import_row} | — | — | — |")
         t += factor_rows
+        t += forward_rows
         t += [
             "",
             "<details><summary>Where the CPU went (cores, averaged over each phase)</summary>",
             "",
             f"Background load before the run: {fmt(r.quiet_busy)} cores busy." + ("" if r.quick else f" Seeding {s.big_total} users by SQL took {seed_secs} s."),
             "",
-            *r.phases_table(r.phases, "wrk, curl, hash-bench, import-seed, bench_factors"),
+            *r.phases_table(r.phases, "wrk, curl, hash-bench, import-seed, bench_factors, figure 11's nginx"),
             "",
             "</details>",
             f"<!-- /backend:{r.backend} -->",
         ]
         r.write_section(f"backend:{r.backend}", t)
+
+    # ------------------------------------------------------------ 11. forward authentication
+
+    NGINX_CONF = """# Figure 11 of bench/run: written into the run's work directory, nginx started on it there.
+# One process (no master, no worker): it is the only nginx process, stopped by its pid.
+daemon off;
+master_process off;
+worker_processes 1;
+pid @DIR@/nginx.pid;
+error_log @DIR@/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path @DIR@/client_body;
+    proxy_temp_path @DIR@/proxy;
+    fastcgi_temp_path @DIR@/fastcgi;
+    uwsgi_temp_path @DIR@/uwsgi;
+    scgi_temp_path @DIR@/scgi;
+    default_type text/plain;
+
+    # Kept-alive upstream connections, as a real deployment has them.
+    upstream bench_app { server 127.0.0.1:@APP_PORT@; keepalive 32; }
+    upstream gatehouse { server 127.0.0.1:@GATEHOUSE_PORT@; keepalive 32; }
+
+    # The small app: a fixed answer (and, for the harness's probe, the user nginx passed).
+    server {
+        listen 127.0.0.1:@APP_PORT@;
+        location = /guarded/whoami { return 200 "$http_x_auth_user\\n"; }
+        location / { return 200 "hello\\n"; }
+    }
+
+    # The proxy in front of it: /open/ without authentication, /guarded/ through
+    # auth_request to Gatehouse's /auth/verify as in the README's snippet. No
+    # `error_page 401 =302 ...` here: a refused request stays a 401, which wrk counts
+    # (it does not count a 302).
+    server {
+        listen 127.0.0.1:@PROXY_PORT@;
+
+        location = /_gatehouse {
+            internal;
+            proxy_pass http://gatehouse/auth/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+        }
+
+        location /open/ {
+            proxy_pass http://bench_app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        location /guarded/ {
+            auth_request /_gatehouse;
+            auth_request_set $gatehouse_user $upstream_http_x_auth_user;
+            proxy_set_header X-Auth-User $gatehouse_user;
+            proxy_pass http://bench_app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+"""
+
+    def start_nginx(self) -> tuple[subprocess.Popen, str]:
+        """nginx on the config above, in the work directory, on free loopback ports; its
+        handle (in the run's processes, so that cleanup stops it on failure too) and the
+        proxy's base URL."""
+        r = self.r
+        d = self.w / "nginx"
+        d.mkdir(exist_ok=True)
+        app_port, proxy_port = r.free_port(), r.free_port()
+        while proxy_port == app_port:
+            proxy_port = r.free_port()
+        conf = d / "nginx.conf"
+        conf.write_text(
+            self.NGINX_CONF.replace("@DIR@", str(d))
+            .replace("@APP_PORT@", str(app_port))
+            .replace("@PROXY_PORT@", str(proxy_port))
+            .replace("@GATEHOUSE_PORT@", str(r.port))
+        )
+        cmd = [r.nginx, "-p", f"{d}/", "-e", str(d / "error.log"), "-c", str(conf)]
+        test = subprocess.run([*cmd, "-t"], capture_output=True, text=True, timeout=30, check=False)
+        if test.returncode != 0:
+            raise Failed(f"nginx -t refused the figure 11 config {conf}: {test.stderr.strip()[:600]}")
+        p = r.spawn(cmd, d / "stdout.log")
+        r.helpers.append(p)
+        base = f"http://127.0.0.1:{proxy_port}"
+        probe = Client(proxy_port)
+        for _ in range(100):
+            try:
+                if probe.request("GET", "/open/")[0] == 200:
+                    note(f"nginx up: pid {p.pid}, proxy on {base}, app on 127.0.0.1:{app_port}")
+                    return p, base
+            except OSError:
+                pass
+            if p.poll() is not None:
+                break
+            time.sleep(0.1)
+        log_text = (d / "error.log").read_text(errors="replace") if (d / "error.log").exists() else ""
+        raise Failed(f"nginx did not answer on {base}/open/ within 10 s: {log_text.strip()[-600:]}")
+
+    def stop_nginx(self, p: subprocess.Popen) -> None:
+        r = self.r
+        r.stop(p)
+        if p in r.helpers:
+            r.helpers.remove(p)
+
+    def forward_auth(self, stack: int) -> list[str]:
+        """Figure 11: 11a, GET /auth/verify with the rotating tokens of figure 4, against
+        the stack ceiling; 11b, the median latency nginx `auth_request` to /auth/verify adds
+        to a small app behind nginx (/guarded/ against /open/, both with the same bearer
+        tokens, interleaved twice). Answers the table rows."""
+        r, s, w = self.r, self.s, self.w
+        tokens = str(w / "tokens.txt")
+        first = (w / "tokens.txt").read_text().split("\n", 1)[0]
+
+        verify = r.client.request("GET", "/auth/verify", headers={"Authorization": f"Bearer {first}"})
+        if verify[0] != 200 or verify[1].getheader("X-Auth-User") != "bench1":
+            raise Failed(f"GET /auth/verify with a fresh token answered {verify[0]} (X-Auth-User {verify[1].getheader('X-Auth-User')!r})")
+        log(f"11a. forward authentication: GET /auth/verify, {s.users} rotating tokens, 64 connections, {s.d_short}s")
+        r.phase_begin()
+        fa = r.wrk("verify", 64, s.threads, s.d_short, "/auth/verify", "bearer.lua", "/auth/verify", tokens)
+        r.phase_end("11a GET /auth/verify, 64 conns")
+        note(fa.summary("verify"))
+
+        conns, threads, rounds = 8, 1, 2
+        log(f"11b. nginx auth_request: /open/ and /guarded/ through nginx, {conns} connections, {s.d_short}s each, {rounds} rounds")
+        nginx, base = self.start_nginx()
+        try:
+            # Probes: what the figure relies on. A stranger is refused; a session passes
+            # and the app sees its user (nginx overwrites what the client claims).
+            probe = Client(int(base.rsplit(":", 1)[1]))
+            stranger = probe.request("GET", "/guarded/")[0]
+            if stranger != 401:
+                raise Failed(f"nginx /guarded/ without a session answered {stranger}, not 401: auth_request is not in the way")
+            st, _, body = probe.request("GET", "/guarded/whoami", headers={"Authorization": f"Bearer {first}", "X-Auth-User": "mallory"})
+            if st != 200 or body.decode(errors="replace").strip() != "bench1":
+                raise Failed(f"nginx /guarded/whoami with a session answered {st} {body[:80]!r}, not 200 bench1")
+            runs: dict[str, list[WrkResult]] = {"open": [], "guarded": []}
+            for i in range(1, rounds + 1):
+                for kind in ("open", "guarded"):
+                    r.phase_begin()
+                    res = r.wrk(f"nginx-{kind}-{i}", conns, threads, s.d_short, f"/{kind}/", "bearer.lua", f"/{kind}/", tokens, base=base)
+                    r.phase_end(f"11b nginx /{kind}/ (round {i}), {conns} conns")
+                    note(res.summary(f"nginx-{kind}-{i}"))
+                    runs[kind].append(res)
+        finally:
+            self.stop_nginx(nginx)
+
+        fa_ratio = round(fa.rps / stack, 3) if stack else float("nan")
+        fa_ok = fa_ratio >= 0.6 and fa.non2xx == 0
+
+        def mean(xs: list[float]) -> float:
+            return sum(xs) / len(xs)
+
+        p50 = {k: round(mean([x.pct(50) for x in v]), 2) for k, v in runs.items()}
+        diff = round(p50["guarded"] - p50["open"], 2)
+        bad = sum(x.non2xx + x.sockerr for v in runs.values() for x in v)
+        nb_ok = diff <= 1.0 and bad == 0
+        note(f"11a /auth/verify: {fmt(fa_ratio, 3)} × stack ceiling (target ≥ 0.6)")
+        note(f"11b nginx auth_request: /guarded/ p50 {fmt(p50['guarded'])} ms - /open/ p50 {fmt(p50['open'])} ms = {fmt(diff)} ms (target ≤ 1 ms)")
+
+        def each(kind: str) -> str:
+            v = runs[kind]
+            p = " and ".join(x.p(50) for x in v)
+            rps = " and ".join(str(x.rps) for x in v)
+            errs = "; ".join(x.errs() for x in v)
+            return f"`/{kind}/` p50 {p} ms (mean {fmt(p50[kind])}), {rps} req/s, p99 {' and '.join(x.p(99) for x in v)} ms ({errs})"
+
+        return [
+            f"| 11a | Forward authentication: GET /auth/verify, {s.users} bearer tokens (as figure 4), 64 conns, {s.d_short}s | {fa.rps} req/s ({fa.errs()}), "
+            f"p50 {fa.p(50)} ms, p99 {fa.p(99)} ms | {fmt(fa_ratio, 3)} × stack ceiling | ≥ 0.6, every answer 200 | "
+            f"{r.judge('11a /auth/verify ratio', fa_ok)} |",
+            f"| 11b | nginx `auth_request` overhead: a small app (nginx `return 200`) behind an nginx proxy (one process, upstream keepalive 32 to the app and "
+            f"to Gatehouse), `/open/` straight to the app vs `/guarded/` through `auth_request` → /auth/verify; both with {s.users} rotating bearer tokens, "
+            f"{conns} conns, {threads} wrk thread, {s.d_short}s each, alternated over {rounds} rounds | {each('guarded')}; {each('open')} | "
+            f"+{fmt(diff)} ms (`/guarded/` − `/open/` mean p50) | ≤ 1 ms, every answer 200 | {r.judge('11b nginx auth_request overhead', nb_ok)} |",
+        ]
 
     def import_speed(self, db: Database) -> str:
         """The old server's MySQL `users` table, filled by SQL, imported into a fresh
