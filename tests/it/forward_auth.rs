@@ -14,7 +14,7 @@ const PASSWORD: &str = "correct horse battery";
 const NOT_LOGGED_IN: &str = "Not logged in, or the session has expired";
 
 /// Registers `name` and logs in; the session token.
-async fn signed_in(app: &TestApp, name: &str) -> String {
+pub(crate) async fn signed_in(app: &TestApp, name: &str) -> String {
     let email = format!("{name}@example.com");
     let (status, body) = json(app.register(name, &email, None, PASSWORD).await).await;
     assert_eq!(status, 201, "{body}");

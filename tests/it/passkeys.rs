@@ -124,6 +124,20 @@ async fn add_passkey(app: &TestApp, token: &str, name: &str) -> (String, Credent
 }
 
 /// POST /passkeys/login/start with `body` (JSON): the request options.
+/// The request options of POST /reauthenticate/passkey/start, asserting a 200.
+async fn reauth_start(app: &TestApp, token: &str) -> Value {
+    let (status, options) = authed_json(
+        app,
+        Method::POST,
+        "/reauthenticate/passkey/start",
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{options}");
+    options
+}
+
 async fn passwordless_start(app: &TestApp, body: &Value) -> Value {
     let (status, options) = json(app.post_json("/passkeys/login/start", body).await).await;
     assert_eq!(status, 200, "{options}");
@@ -486,15 +500,7 @@ async fn an_aal1_session_cannot_remove_a_passkey() {
         )
     );
 
-    let (status, options) = authed_json(
-        &app,
-        Method::POST,
-        "/reauthenticate/passkey/start",
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{options}");
+    let options = reauth_start(&app, &token).await;
     assert_eq!(allowed_ids(&options), vec![passkey.id_b64()], "{options}");
     let assertion = authenticator::get(&options, &passkey);
     let (status, body) = authed_json(
@@ -686,15 +692,7 @@ async fn an_assertion_from_another_origin_or_without_the_verification_it_was_reg
         assert_eq!(json(resp).await, invalid_code(), "{knobs:?}");
 
         // Re-authentication.
-        let (status, options) = authed_json(
-            &app,
-            Method::POST,
-            "/reauthenticate/passkey/start",
-            &token,
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{options}");
+        let options = reauth_start(&app, &token).await;
         let assertion = authenticator::get_with(&options, &passkey, knobs);
         let (status, body) = authed_json(
             &app,
@@ -737,15 +735,7 @@ async fn a_passkey_that_cannot_verify_its_user_alone_opens_an_aal1_session_and_a
 
     // Proving possession again refreshes the proof but does not make it two factors: the
     // session still cannot remove a factor.
-    let (status, options) = authed_json(
-        &app,
-        Method::POST,
-        "/reauthenticate/passkey/start",
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{options}");
+    let options = reauth_start(&app, &token).await;
     let assertion = authenticator::get_with(&options, &key, &plain);
     let (status, body) = authed_json(
         &app,

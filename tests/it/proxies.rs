@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, LOCATION};
 
-use crate::common::{json, session_cookie, TestApp};
+use crate::common::TestApp;
+use crate::forward_auth::signed_in;
 
-const PASSWORD: &str = "correct horse battery";
 const PUBLIC_URL: &str = "https://auth.example.com";
 
 /// A proxy process, killed when dropped.
@@ -198,18 +198,6 @@ http://127.0.0.1:{port} {{
     )
 }
 
-async fn signed_in(app: &TestApp) -> String {
-    let (status, body) = json(
-        app.register("alice", "alice@example.com", None, PASSWORD)
-            .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let resp = app.login("alice", PASSWORD).await;
-    assert_eq!(resp.status(), 200);
-    session_cookie(&resp).expect("a session cookie")
-}
-
 /// What a browser sees at `url` through the proxy, with the session cookie if given.
 async fn browse(url: &str, token: Option<&str>, forged_user: bool) -> (u16, String, String) {
     let client = reqwest::Client::builder()
@@ -259,7 +247,7 @@ async fn walk(proxy: &Proxy, app: &TestApp) {
     let (status, _, body) = browse(&asked, None, true).await;
     assert_eq!(status, 302, "{body}");
 
-    let token = signed_in(app).await;
+    let token = signed_in(app, "alice").await;
     let (status, _, body) = browse(&asked, Some(&token), false).await;
     assert_eq!(status, 200, "{body}\n{}", proxy.log());
     assert_eq!(body, "hello alice at /reports/q3?year=2026&x=a%20b");
