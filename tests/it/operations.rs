@@ -1,8 +1,7 @@
 //! Operating Gatehouse: health and readiness, Prometheus metrics, logs that never carry a
 //! secret, the audit trail, and the admin CLI — all through the real binary.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use crate::common::{extract_code, json, session_cookie, TestApp, DELIVERY_TIMEOUT};
 use serde_json::Value;
@@ -12,29 +11,7 @@ const NEW_PASSWORD: &str = "a brand new passphrase";
 
 /// Runs `gatehouse ARGS` against the app's database, with `stdin` piped in.
 fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", app.db_url())
-        .env("ARGON2_MEMORY_KIB", "1024")
-        .env("ARGON2_ITERATIONS", "1")
-        .current_dir(app.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run gatehouse");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("gatehouse output")
+    crate::common::cli_with_stdin(app, args, stdin)
 }
 
 fn stdout(out: &Output) -> String {

@@ -402,33 +402,17 @@ async fn login_does_not_apply_the_new_password_rules() {
 
 #[tokio::test]
 async fn an_administrator_cannot_set_a_password_built_from_the_users_identifiers() {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
     let app = TestApp::spawn().await;
     let resp = app
         .register("frank", "frank@example.com", Some("+14155550177"), PASSWORD)
         .await;
     assert_eq!(resp.status(), 201);
     let set_password = |password: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["user", "set-password", "frank"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DATABASE_URL", app.db_url())
-            .env("ARGON2_MEMORY_KIB", "1024")
-            .env("ARGON2_ITERATIONS", "1")
-            .current_dir(app.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run gatehouse");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(format!("{password}\n").as_bytes())
-            .expect("write the password");
-        drop(stdin);
-        child.wait_with_output().expect("gatehouse output")
+        crate::common::cli_with_stdin(
+            &app,
+            &["user", "set-password", "frank"],
+            Some(&format!("{password}\n")),
+        )
     };
     for (password, why) in [
         ("Frank2024!", "the username"),

@@ -192,7 +192,14 @@ pub async fn me(app: &TestApp, token: &str) -> Value {
 
 /// `gatehouse ARGS` against the app's database, with cheap hashing: its output.
 pub fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+    cli_with_stdin(app, args, None)
+}
+
+/// `cli`, with `stdin` (if any) written to the command's standard input, then closed.
+pub fn cli_with_stdin(app: &TestApp, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -200,11 +207,19 @@ pub fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
         .env("ARGON2_MEMORY_KIB", "1024")
         .env("ARGON2_ITERATIONS", "1")
         .current_dir(app.dir())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .expect("run gatehouse")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gatehouse");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input
+            .write_all(text.as_bytes())
+            .expect("write to gatehouse");
+    }
+    drop(input);
+    child.wait_with_output().expect("gatehouse output")
 }
 
 /// `cli`, asserting success; its standard output.
